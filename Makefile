@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh Debian machine: `make repro` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup data repro test bench clean-checkpoints
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# Debian's dataset-fashion-mnist where apt-get is usable as root; else `prepare` downloads it.
+data:
+	@if [ ! -f $(FASHION_MNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+	  echo "apt-get could not install dataset-fashion-mnist; prepare will download it"; \
+	fi
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+clean-checkpoints:
+	rm -rf .ckpt

@@ -1,0 +1,103 @@
+"""Stage `train`: one net, one schedule of §3.1 (from scratch, from init weights, or fine-tuning).
+
+Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from vgg import data, io, models, params, train
+from vgg.transforms import TestTransform, TrainTransform
+
+CURVES = ("train_loss", "train_top1", "val_top1", "val_top5", "val_top1_err", "val_top5_err", "lr",
+          "images_per_s")
+
+
+def relaunch_under_torchrun(argv):
+    nproc = int(os.environ.get(train.NPROC_ENV, "1"))
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "stages.train", *argv]
+        os.execv(sys.executable, cmd)
+
+
+def dvclive_logger(directory):
+    from dvclive import Live
+    live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    def log(entry):
+        for key in CURVES:
+            live.log_metric(key, entry[key])
+        live.next_step()
+    return live, log
+
+
+@io.stage_main
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--net", required=True)
+    parser.add_argument("--schedule", default="train", help="params section: train, finetune or jitter")
+    parser.add_argument("--init", help="model file to start from; omitted = random init (params `init`)")
+    parser.add_argument("--data", default="data/prepared", type=Path)
+    parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--logs", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    all_params = params.load_params(args.params)
+    net = params.check_net(args.net)
+    model_params = params.section(all_params, "model")
+    init_params = params.section(all_params, "init")
+    hp = params.schedule(all_params, args.schedule)
+    relaunch_under_torchrun(argv)
+
+    stats = io.read_json(args.mean_rgb, "mean RGB file")
+    train_set = data.load_split(args.data / "train.pt")
+    val_set = data.load_split(args.data / "val.pt")
+    if model_params["num_classes"] < len(train_set.classes):
+        raise io.StageError(f"model.num_classes: {model_params['num_classes']} < "
+                            f"{len(train_set.classes)} classes in {args.data}")
+    kwargs = params.model_kwargs(model_params, hp["dropout"])
+    if args.init:
+        start, _ = models.load_model(args.init, net)
+        model = models.build_model(net, **kwargs)
+        model.load_state_dict(start.state_dict())
+    else:
+        model = models.build_model(net, **kwargs)
+        models.initialise(model, init_params["scheme"], init_params["std"],
+                          torch.Generator().manual_seed(init_params["seed"]))
+
+    crop = model_params["crop"]
+    smin, smax = params.pixels(hp["scale_min"], crop), params.pixels(hp["scale_max"], crop)
+    train_transform = TrainTransform(crop, smin, smax, stats["mean"], stats["eigval"], stats["eigvec"],
+                                     hp["colour_shift_std"], hp["flip"])
+    # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
+    val_transform = TestTransform(params.pixels((hp["scale_min"] + hp["scale_max"]) / 2, crop), stats["mean"])
+    settings = {"net": net, "schedule": args.schedule, "hp": hp, "model": kwargs, "init": init_params,
+                "init_file": args.init}
+    inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
+    fp = train.fingerprint(settings, *inputs)
+
+    rank, world, device = train.init_distributed()
+    live, logger = dvclive_logger(args.logs) if rank == 0 else (None, None)
+    run = args.out.stem
+    history = train.train(model, data.Transformed(train_set, train_transform), val_set,
+                          val_transform, hp, run, fp, device, rank, world, logger)
+    if rank == 0:
+        live.end()
+        record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
+                                     (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
+                                     init_file=args.init)
+        io.atomic_save(record, args.out)
+        last = history[-1]
+        print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
+              f"after {last['epoch']} epochs -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

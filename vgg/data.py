@@ -1,0 +1,262 @@
+"""Datasets: Fashion-MNIST (the scaled-down default) and ImageFolder trees (ILSVRC-2012).
+
+`prepare` turns either into three stored splits (train, val, test) that every later stage
+reads the same way: Fashion-MNIST as uint8 RGB tensors, an ImageFolder tree as verified
+file lists decoded on demand. `val` is held out of the training set and drives the
+learning-rate plateau rule (§3.1); `test` (Fashion-MNIST's 10k, ILSVRC's val) is what the
+tables report.
+"""
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .io import StageError
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+def read_idx(path):
+    """An IDX file (optionally gzipped) as a uint8 tensor."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        values = torch.frombuffer(bytearray(data[4 + 4 * ndim:]), dtype=torch.uint8)
+        return values.reshape(shape)
+    except (OSError, EOFError, ValueError, RuntimeError, struct.error) as exc:
+        raise StageError(f"{path}: unreadable IDX file ({exc})") from None
+
+
+def _find_idx(root, name):
+    for candidate in (root / f"{name}.gz", root / name, root / "FashionMNIST" / "raw" / name):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(root, download_dir="data/raw"):
+    """{'train': (images, labels), 'test': (images, labels)}, images as N x 3 x 28 x 28 uint8.
+
+    Reads the IDX files in `root` (Debian's dataset-fashion-mnist puts them in
+    /usr/share/datasets/fashion-mnist); where they are absent, downloads with torchvision.
+    """
+    root = Path(root)
+    if _find_idx(root, FASHION_MNIST_FILES["train"][0]) is None:
+        root = _download_fashion_mnist(root, Path(download_dir))
+    splits = {}
+    for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+        paths = [_find_idx(root, images_name), _find_idx(root, labels_name)]
+        missing = [n for n, p in zip((images_name, labels_name), paths) if p is None]
+        if missing:
+            raise StageError(f"{root / missing[0]}: Fashion-MNIST file missing")
+        images, labels = read_idx(paths[0]), read_idx(paths[1]).long()
+        if images.ndim != 3 or len(images) != len(labels):
+            raise StageError(f"{paths[0]}: {tuple(images.shape)} images for {len(labels)} labels")
+        # Grey to RGB so every later stage treats it like ImageNet.
+        splits[split] = (images[:, None].expand(-1, 3, -1, -1).contiguous(), labels)
+    return splits
+
+
+def _download_fashion_mnist(root, download_dir):
+    from torchvision.datasets import FashionMNIST
+    print(f"{root}: no Fashion-MNIST files there; downloading into {download_dir}")
+    try:
+        for train in (True, False):
+            FashionMNIST(download_dir, train=train, download=True)
+    except Exception as exc:  # no network, a proxy error, a partial file
+        raise StageError(f"{root}: Fashion-MNIST not found and download failed "
+                         f"({exc.__class__.__name__}: {exc}); install the Debian package "
+                         f"dataset-fashion-mnist or set data.root") from None
+    return download_dir / "FashionMNIST" / "raw"
+
+
+def scan_imagefolder(root, verify=True):
+    """{'train': (paths, labels), 'val': (paths, labels)}, classes: an ILSVRC-style tree.
+
+    Classes are the sorted sub-directories of train/; val/ must have the same ones. An
+    empty class, a missing directory or (with `verify`) an undecodable image is an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise StageError(f"{root}: dataset directory not found")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise StageError(f"{train_dir}: directory not found (expected train/<class>/*.JPEG)")
+    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
+    if not classes:
+        raise StageError(f"{train_dir}: no class directories")
+    splits = {}
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise StageError(f"{split_dir}: directory not found (expected {split}/<class>/*.JPEG)")
+        found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+        if found != classes:
+            extra = sorted(set(found) ^ set(classes))
+            raise StageError(f"{split_dir}: classes differ from train/ ({', '.join(extra[:3])})")
+        paths, labels = [], []
+        for label, name in enumerate(classes):
+            files = sorted(str(p.relative_to(root)) for p in (split_dir / name).iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise StageError(f"{split_dir / name}: empty class (no images)")
+            paths += files
+            labels += [label] * len(files)
+        if verify:
+            for rel in paths:
+                verify_image(root / rel)
+        splits[split] = (paths, torch.tensor(labels))
+    return splits, classes
+
+
+def verify_image(path):
+    try:
+        with Image.open(path) as im:
+            im.convert("RGB").load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise StageError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
+
+
+def split_validation(n, val_size, seed):
+    """Indices (train, val): `val_size` images held out of `n`, chosen by `seed`."""
+    if val_size >= n:
+        raise StageError(f"data.val_size: {val_size} leaves no training images (train has {n})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def limit(n, count):
+    """First `count` indices of `n` (0 = all): the tiny subsets tests and smoke runs use."""
+    return torch.arange(n if count == 0 else min(n, count))
+
+
+def prepare(data):
+    """The three stored splits from the validated `data` params section."""
+    if data["dataset"] == "fashion_mnist":
+        raw = load_fashion_mnist(data["root"])
+        store = {split: {"kind": "tensor", "images": images, "labels": labels}
+                 for split, (images, labels) in raw.items()}
+        classes, source = list(FASHION_MNIST_CLASSES), "Fashion-MNIST"
+    else:
+        raw, classes = scan_imagefolder(data["root"], data["verify_images"])
+        root = str(Path(data["root"]).resolve())
+        store = {("test" if split == "val" else split):
+                 {"kind": "files", "root": root, "paths": paths, "labels": labels}
+                 for split, (paths, labels) in raw.items()}
+        source = f"ImageFolder {root}"
+    store["train"] = subset(store["train"], limit(len(store["train"]["labels"]), data["train_limit"]))
+    store["test"] = subset(store["test"], limit(len(store["test"]["labels"]), data["test_limit"]))
+    train_idx, val_idx = split_validation(len(store["train"]["labels"]), data["val_size"], data["seed"])
+    store["val"] = subset(store["train"], val_idx)
+    store["train"] = subset(store["train"], train_idx)
+    for split in SPLITS:
+        store[split]["classes"] = classes
+    meta = {"source": source, "classes": classes,
+            "sizes": {split: len(store[split]["labels"]) for split in SPLITS}}
+    return store, meta
+
+
+def subset(split, indices):
+    out = dict(split)
+    out["labels"] = split["labels"][indices]
+    if split["kind"] == "tensor":
+        out["images"] = split["images"][indices]
+    else:
+        out["paths"] = [split["paths"][i] for i in indices.tolist()]
+    return out
+
+
+class ImageSet(Dataset):
+    """A stored split: `image(i)` is a uint8 3 x H x W tensor, `labels[i]` its class."""
+
+    def __init__(self, split):
+        self.split = split
+        self.labels = split["labels"]
+        self.classes = split["classes"]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def image(self, i):
+        if self.split["kind"] == "tensor":
+            return self.split["images"][i]
+        path = Path(self.split["root"]) / self.split["paths"][i]
+        try:
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise StageError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
+        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+    def __getitem__(self, i):
+        return self.image(i), int(self.labels[i])
+
+
+class Transformed(Dataset):
+    """`base` with a per-item transform; keys may be (index, seed) pairs for seeded augmentation."""
+
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.base.image(index)
+        out = self.transform(image) if seed is None else self.transform(image, seed)
+        return out, int(self.base.labels[index])
+
+
+def load_split(path):
+    from .io import load
+    return ImageSet(load(path, "prepared split"))
+
+
+def rgb_statistics(dataset, max_images=0):
+    """Mean RGB and the eigen-decomposition of the RGB covariance over training pixels (§2.1).
+
+    Pixel values are in [0, 255]; the eigenvectors are the columns of `eigvec`, as
+    AlexNet's PCA colour augmentation uses them.
+    """
+    n = len(dataset) if max_images == 0 else min(len(dataset), max_images)
+    if n == 0:
+        raise StageError("mean_rgb: the training split is empty")
+    total = torch.zeros(3, dtype=torch.float64)
+    outer = torch.zeros(3, 3, dtype=torch.float64)
+    count = 0
+    # Evenly spaced images when capped, so the estimate covers every class.
+    indices = torch.linspace(0, len(dataset) - 1, n).round().long().tolist()
+    if dataset.split["kind"] == "tensor":
+        chunks = [dataset.split["images"][torch.tensor(indices[i:i + 4096])] for i in range(0, n, 4096)]
+    else:
+        chunks = (dataset.image(i)[None] for i in indices)
+    for chunk in chunks:
+        pixels = chunk.permute(1, 0, 2, 3).reshape(3, -1).double()
+        total += pixels.sum(1)
+        outer += pixels @ pixels.T
+        count += pixels.shape[1]
+    mean = total / count
+    cov = outer / count - torch.outer(mean, mean)
+    eigval, eigvec = torch.linalg.eigh(cov)
+    eigval = eigval.clamp(min=0).flip(0)
+    eigvec = eigvec.flip(1)
+    return {"mean": mean.tolist(), "eigval": eigval.tolist(), "eigvec": eigvec.tolist(),
+            "images": n, "pixels": count}

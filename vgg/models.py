@@ -1,0 +1,215 @@
+"""The VGG configurations of Table 1, built from one configuration table.
+
+Layer tokens: an int C is a 3x3 conv with C output channels, "1x1-C" a 1x1 conv,
+"5x5-C" a 5x5 conv, "M" a 2x2 max-pool, "LRN" local response normalisation.
+The module layout (`features.N`, `classifier.N`) equals torchvision's `vgg11/13/16/19`,
+so their state dicts load unchanged into A, B, D and E.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIGS = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "C": [64, 64, "M", 128, 128, "M", 256, 256, "1x1-256", "M",
+          512, 512, "1x1-512", "M", 512, 512, "1x1-512", "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+          512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+          512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    # §4.1: B with each pair of 3x3 convs replaced by a single 5x5 conv.
+    "B-5x5": ["5x5-64", "M", "5x5-128", "M", "5x5-256", "M", "5x5-512", "M", "5x5-512", "M"],
+}
+NETS = tuple(CONFIGS)
+# ConvNet depth as the paper counts it: weight layers (convs + 3 FC).
+PAPER_FC_LAYERS = 3
+# §2.1: LRN as in Krizhevsky et al. (2012).
+LRN_DEFAULTS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+
+def parse_token(token):
+    """Return ("conv", kernel, channels), ("pool",) or ("lrn",) for one configuration token."""
+    if token == "M":
+        return ("pool",)
+    if token == "LRN":
+        return ("lrn",)
+    if isinstance(token, int):
+        return ("conv", 3, token)
+    kernel, channels = token.split("-")
+    return ("conv", int(kernel.split("x")[0]), int(channels))
+
+
+def conv_names(net):
+    """Paper-style names of the conv layers of `net` in order: conv1_1, conv1_2, conv2_1, ..."""
+    names, block, index = [], 1, 0
+    for token in CONFIGS[net]:
+        kind = parse_token(token)[0]
+        if kind == "conv":
+            index += 1
+            names.append(f"conv{block}_{index}")
+        elif kind == "pool":
+            block, index = block + 1, 0
+    return names
+
+
+def scaled_channels(channels, width):
+    return max(1, int(round(channels * width)))
+
+
+def make_layers(net, width=1.0, lrn=None):
+    """The conv part of `net` as an nn.Sequential, channels scaled by `width`."""
+    lrn = {**LRN_DEFAULTS, **(lrn or {})}
+    layers, in_channels = [], 3
+    for token in CONFIGS[net]:
+        kind, *spec = parse_token(token)
+        if kind == "pool":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif kind == "lrn":
+            layers.append(nn.LocalResponseNorm(lrn["size"], alpha=lrn["alpha"], beta=lrn["beta"], k=lrn["k"]))
+        else:
+            kernel, channels = spec
+            out_channels = scaled_channels(channels, width)
+            # §2.1: padding keeps the spatial resolution after every conv.
+            layers.append(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2))
+            layers.append(nn.ReLU(inplace=True))
+            in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """One net of Table 1. `forward` takes crop-sized inputs; `forward_dense` any size (§3.2)."""
+
+    def __init__(self, net="D", width=1.0, fc_width=4096, num_classes=1000, crop=224,
+                 dropout=0.5, lrn=None):
+        super().__init__()
+        if net not in CONFIGS:
+            raise ValueError(f"unknown net {net!r} (choose from {', '.join(NETS)})")
+        if crop % 32:
+            raise ValueError(f"crop {crop} is not a multiple of 32")
+        self.net, self.crop = net, crop
+        self.features = make_layers(net, width, lrn)
+        self.kernel = crop // 32  # five 2x2 pools
+        self.channels = self.features[-3].out_channels
+        self.classifier = nn.Sequential(
+            nn.Linear(self.channels * self.kernel ** 2, fc_width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc_width, num_classes),
+        )
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+    def forward_dense(self, x):
+        """Class score map of the fully convolutional net (§3.2), same weights as `forward`.
+
+        The first FC layer is applied as a k x k conv (k = crop / 32), the other two as 1x1 convs;
+        the weights are reshaped views, never copies.
+        """
+        fc6, fc7, fc8 = self.classifier[0], self.classifier[3], self.classifier[6]
+        x = self.features(x)
+        x = F.relu(F.conv2d(x, fc6.weight.view(fc6.out_features, self.channels, self.kernel, self.kernel),
+                            fc6.bias))
+        x = F.relu(F.conv2d(x, fc7.weight[:, :, None, None], fc7.bias))
+        return F.conv2d(x, fc8.weight[:, :, None, None], fc8.bias)
+
+    def named_weight_layers(self):
+        """(paper name, module) for every conv and FC layer: conv1_1 ... fc6, fc7, fc8."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        names = conv_names(self.net) + ["fc6", "fc7", "fc8"]
+        return list(zip(names, convs + [self.classifier[0], self.classifier[3], self.classifier[6]]))
+
+
+def build_model(net, width=1.0, fc_width=4096, num_classes=1000, crop=224, dropout=0.5, lrn=None):
+    return VGG(net, width=width, fc_width=fc_width, num_classes=num_classes, crop=crop, dropout=dropout, lrn=lrn)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def depth(net):
+    """Weight layers as the paper counts them (Table 1 header: 11, 11, 13, 16, 16, 19)."""
+    return len(conv_names(net)) + PAPER_FC_LAYERS
+
+
+def initialise(model, scheme="normal", std=0.01, generator=None):
+    """Random init (§3.1): weights N(0, std) or Glorot (the paper's footnote), biases zero."""
+    for _, layer in model.named_weight_layers():
+        if scheme == "normal":
+            nn.init.normal_(layer.weight, 0.0, std, generator=generator)
+        elif scheme == "glorot":
+            nn.init.xavier_uniform_(layer.weight, generator=generator)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r} (choose normal or glorot)")
+        nn.init.zeros_(layer.bias)
+    return model
+
+
+# §3.1: "we initialised the first four convolutional layers and the last three
+# fully-connected layers with the layers of net A"; A's convs keep their paper names.
+NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
+
+
+@torch.no_grad()
+def init_from_net_a(model, net_a):
+    """Copy NET_A_LAYERS from `net_a` into `model` (B-E); return the names copied."""
+    source = dict(net_a.named_weight_layers())
+    target = dict(model.named_weight_layers())
+    for name in NET_A_LAYERS:
+        src, dst = source[name], target[name]
+        if src.weight.shape != dst.weight.shape:
+            raise ValueError(f"{name}: net A has shape {tuple(src.weight.shape)}, "
+                             f"net {model.net} has {tuple(dst.weight.shape)}")
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+    return list(NET_A_LAYERS)
+
+
+def describe_layers(net, width=1.0):
+    """Table 1 column for `net`: one string per layer ('conv3-64', 'maxpool', 'LRN')."""
+    rows = []
+    for token in CONFIGS[net]:
+        kind, *spec = parse_token(token)
+        if kind == "pool":
+            rows.append("maxpool")
+        elif kind == "lrn":
+            rows.append("LRN")
+        else:
+            kernel, channels = spec
+            rows.append(f"conv{kernel}-{scaled_channels(channels, width)}")
+    return rows
+
+
+def flops_per_image(model, size):
+    """Multiply-adds x 2 of one forward pass at input size `size` (for benchmarks)."""
+    total, side, in_ch = 0, size, 3
+    for layer in model.features:
+        if isinstance(layer, nn.Conv2d):
+            total += 2 * side * side * layer.out_channels * in_ch * math.prod(layer.kernel_size)
+            in_ch = layer.out_channels
+        elif isinstance(layer, nn.MaxPool2d):
+            side //= 2
+    for layer in (model.classifier[0], model.classifier[3], model.classifier[6]):
+        total += 2 * layer.in_features * layer.out_features
+    return total
+
+
+def model_record(model, kwargs, **meta):
+    """What a model file holds: weights, how to build the net, and provenance."""
+    return {"net": model.net, "kwargs": kwargs, "state_dict": model.state_dict(), **meta}
+
+
+def load_model(path, net=None):
+    """(model, record) from a model file; `net`, when given, must match the file's."""
+    from .io import StageError, load
+    record = load(path, "model file")
+    if net is not None and record.get("net") != net:
+        raise StageError(f"{path}: holds net {record.get('net')!r}, expected {net!r}")
+    model = build_model(record["net"], **record["kwargs"])
+    model.load_state_dict(record["state_dict"])
+    return model, record

@@ -1,0 +1,199 @@
+"""Read params.yaml and validate the sections a stage uses, before it writes anything.
+
+Every error is one line naming the key, e.g. `model.crop: 100 is not a multiple of 32`.
+"""
+from pathlib import Path
+
+import yaml
+
+from .io import StageError
+from .models import NETS
+
+DATASETS = ("fashion_mnist", "imagefolder")
+INIT_SCHEMES = ("normal", "glorot")
+PROTOCOLS = ("dense", "multi-crop")
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _fraction(v):
+    return 0 <= v < 1
+
+
+def _multiple_of_32(v):
+    return v > 0 and v % 32 == 0
+
+
+def _one_of(choices):
+    def check(v):
+        return v in choices
+    check.choices = choices
+    return check
+
+
+NUMBER = (int, float)
+# section -> key -> (allowed types, check or None, what the check means)
+SCHEMA = {
+    "data": {
+        "dataset": (str, _one_of(DATASETS), f"must be one of {', '.join(DATASETS)}"),
+        "root": (str, None, ""),
+        "val_size": (int, _positive, "must be > 0"),
+        "seed": (int, None, ""),
+        "train_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
+        "test_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
+        "verify_images": (bool, None, ""),
+    },
+    "mean_rgb": {
+        "max_images": (int, _non_negative, "must be >= 0 (0 = all)"),
+    },
+    "model": {
+        "width": (NUMBER, _positive, "must be > 0"),
+        "fc_width": (int, _positive, "must be > 0"),
+        "crop": (int, _multiple_of_32, "is not a positive multiple of 32"),
+        "num_classes": (int, _positive, "must be > 0"),
+        "lrn_size": (int, _positive, "must be > 0"),
+        "lrn_alpha": (NUMBER, _non_negative, "must be >= 0"),
+        "lrn_beta": (NUMBER, _non_negative, "must be >= 0"),
+        "lrn_k": (NUMBER, _non_negative, "must be >= 0"),
+    },
+    "init": {
+        "scheme": (str, _one_of(INIT_SCHEMES), f"must be one of {', '.join(INIT_SCHEMES)}"),
+        "std": (NUMBER, _positive, "must be > 0"),
+        "seed": (int, None, ""),
+    },
+    "train": {
+        "batch_size": (int, _positive, "must be > 0"),
+        "lr": (NUMBER, _positive, "must be > 0"),
+        "momentum": (NUMBER, _fraction, "must be in [0, 1)"),
+        "weight_decay": (NUMBER, _non_negative, "must be >= 0"),
+        "dropout": (NUMBER, _fraction, "must be in [0, 1)"),
+        "lr_factor": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
+        "lr_patience": (int, _non_negative, "must be >= 0"),
+        "max_lr_drops": (int, _non_negative, "must be >= 0"),
+        "epochs": (int, _positive, "must be > 0"),
+        "train_scale": (int, _positive, "must be > 0"),
+        "colour_shift_std": (NUMBER, _non_negative, "must be >= 0"),
+        "flip": (bool, None, ""),
+        "seed": (int, None, ""),
+        "num_workers": (int, _non_negative, "must be >= 0"),
+        "bf16": (bool, None, ""),
+        "channels_last": (bool, None, ""),
+        "checkpoint_every": (int, _non_negative, "must be >= 0 (0 = at epoch ends only)"),
+    },
+    "finetune": {
+        "lr": (NUMBER, _positive, "must be > 0"),
+        "epochs": (int, _positive, "must be > 0"),
+        "lr_patience": (int, _non_negative, "must be >= 0"),
+        "train_scale": (int, _positive, "must be > 0"),
+    },
+    "jitter": {
+        "lr": (NUMBER, _positive, "must be > 0"),
+        "epochs": (int, _positive, "must be > 0"),
+        "lr_patience": (int, _non_negative, "must be >= 0"),
+        "train_scale_min": (int, _positive, "must be > 0"),
+        "train_scale_max": (int, _positive, "must be > 0"),
+    },
+    "evaluate": {
+        "batch_size": (int, _positive, "must be > 0"),
+        "scale_offset": (int, _non_negative, "must be >= 0"),
+        "grid": (int, _positive, "must be > 0"),
+        "multi_crop_nets": (list, None, ""),
+    },
+    "fuse": {
+        "ensembles": (dict, None, ""),
+    },
+    "report": {
+        "bootstrap_samples": (int, _positive, "must be > 0"),
+        "bootstrap_seed": (int, None, ""),
+        "confidence": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
+    },
+}
+
+
+def load_params(path="params.yaml"):
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise StageError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise StageError(f"{path}: expected a mapping of sections")
+    return params
+
+
+def section(params, name):
+    """Validated copy of section `name`: every key known, present, typed and in range."""
+    schema = SCHEMA[name]
+    values = params.get(name)
+    if not isinstance(values, dict):
+        raise StageError(f"{name}: section missing from params.yaml")
+    for key in values:
+        if key not in schema:
+            raise StageError(f"{name}.{key}: unknown key (known: {', '.join(schema)})")
+    for key, (types, check, meaning) in schema.items():
+        if key not in values:
+            raise StageError(f"{name}.{key}: missing")
+        value = values[key]
+        # bool is an int in Python; a float key accepts ints, an int key never takes bools.
+        if isinstance(value, bool) and types is not bool:
+            raise StageError(f"{name}.{key}: expected a number, got {value!r}")
+        if not isinstance(value, types):
+            raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
+        if check is not None and not check(value):
+            raise StageError(f"{name}.{key}: {value!r} {meaning}")
+    return dict(values)
+
+
+def _type_name(types):
+    if types is NUMBER:
+        return "a number"
+    return {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}[types]
+
+
+def check_net(name, key="--net"):
+    if name not in NETS:
+        raise StageError(f"{key}: unknown net {name!r} (choose from {', '.join(NETS)})")
+    return name
+
+
+def schedule(params, name):
+    """Training hyper-parameters of one schedule: `train`, with `finetune` or `jitter` overriding it.
+
+    Returns a dict with `scale_min` and `scale_max` in paper units (equal for a fixed S).
+    """
+    merged = section(params, "train")
+    if name != "train":
+        if name not in ("finetune", "jitter"):
+            raise StageError(f"--schedule: unknown schedule {name!r} (choose train, finetune or jitter)")
+        merged.update(section(params, name))
+    if name == "jitter":
+        lo, hi = merged.pop("train_scale_min"), merged.pop("train_scale_max")
+        if lo > hi:
+            raise StageError(f"jitter.train_scale_min: {lo} is larger than jitter.train_scale_max {hi}")
+        merged.pop("train_scale")
+    else:
+        lo = hi = merged.pop("train_scale")
+    merged["scale_min"], merged["scale_max"] = lo, hi
+    return merged
+
+
+def model_kwargs(model_section, dropout=0.5):
+    """Keyword arguments of vgg.models.build_model from the validated `model` section."""
+    m = model_section
+    return {
+        "width": m["width"], "fc_width": m["fc_width"], "num_classes": m["num_classes"], "crop": m["crop"],
+        "dropout": dropout,
+        "lrn": {"size": m["lrn_size"], "alpha": m["lrn_alpha"], "beta": m["lrn_beta"], "k": m["lrn_k"]},
+    }
+
+
+def pixels(paper_scale, crop):
+    """A scale in the paper's units (for a 224 crop) in pixels at this crop size."""
+    return max(crop, int(round(paper_scale * crop / 224)))
