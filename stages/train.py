@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--data", default="data/prepared", type=Path)
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--logs", required=True, type=Path)
+    parser.add_argument("--live-dir", required=True, type=Path)
     args = parser.parse_args(argv)
 
     all_params = params.load_params(args.params)
@@ -84,8 +84,10 @@ def main(argv=None):
     fp = train.fingerprint(settings, *inputs)
 
     rank, world, device = train.init_distributed()
-    live, logger = dvclive_logger(args.logs) if rank == 0 else (None, None)
+    live, logger = dvclive_logger(args.live_dir) if rank == 0 else (None, None)
     run = args.out.stem
+    if rank == 0:
+        print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
     history = train.train(model, data.Transformed(train_set, train_transform), val_set,
                           val_transform, hp, run, fp, device, rank, world, logger)
     if rank == 0:

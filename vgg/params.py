@@ -103,12 +103,15 @@ SCHEMA = {
         "batch_size": (int, _positive, "must be > 0"),
         "scale_offset": (int, _non_negative, "must be >= 0"),
         "grid": (int, _positive, "must be > 0"),
-        "multi_crop_nets": (list, None, ""),
+        "multi_crop_nets": (list, lambda v: all(n in NETS for n in v),
+                            f"must list nets among {', '.join(NETS)}"),
+        "num_workers": (int, _non_negative, "must be >= 0"),
     },
     "fuse": {
         "ensembles": (dict, None, ""),
     },
     "report": {
+        "runs": (list, lambda v: len(v) > 0 and all(isinstance(r, str) for r in v), "must list run names"),
         "bootstrap_samples": (int, _positive, "must be > 0"),
         "bootstrap_seed": (int, None, ""),
         "confidence": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),

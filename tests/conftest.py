@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_params(**overrides):
+    """The repo's params.yaml shrunk to a few hundred real images and narrow nets."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(train_limit=320, test_limit=64, val_size=64)
+    params["model"].update(width=0.0625, fc_width=32)
+    params["train"].update(epochs=1, batch_size=64)
+    params["finetune"].update(epochs=1)
+    params["jitter"].update(epochs=1)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    return params
+
+
+def write_params(path, params):
+    Path(path).write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_module(module, *args, env=None, cwd=ROOT, check=True):
+    """Run `python -m module args` as a separate process, as DVC would."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=full_env,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Prepared Fashion-MNIST splits (256 train, 64 val, 64 test) and their mean RGB."""
+    from stages import mean_rgb, prepare
+    root = tmp_path_factory.mktemp("tiny_data")
+    params = write_params(root / "params.yaml", tiny_params())
+    prepare.main(["--params", str(params), "--out", str(root / "prepared")])
+    mean_rgb.main(["--params", str(params), "--train", str(root / "prepared" / "train.pt"),
+                   "--out", str(root / "mean_rgb.json")])
+    return root

@@ -1,0 +1,102 @@
+"""End to end: the real `dvc repro` of the real stages on a few hundred real images."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+RUNS = ["A_256", "A-LRN_256", "B_256", "C_256", "D_256", "E_256", "C_384", "D_384", "E_384",
+        "C_256-512", "D_256-512", "E_256-512"]
+
+
+def sh(cmd, cwd, env, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of this repository (as git sees it) with tiny params, after one `dvc repro`."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    repo = tmp / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    write_params(repo / "params.yaml", tiny_params())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site"),
+           "VGG_CHECKPOINT_DIR": str(tmp / "ckpt"), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("PYTHONPATH", None)
+    sh("git init -q && git add -A && git commit -qm tiny", repo, env)
+    result = sh("dvc repro", repo, env)
+    return repo, env, result.stdout
+
+
+def test_repro_trains_every_model_with_metrics_and_curves(repo):
+    path, _, _ = repo
+    for run in RUNS:
+        assert (path / "models" / f"{run}.pt").is_file(), run
+        metrics = json.loads((path / "logs" / run / "metrics.json").read_text())
+        assert 0 <= metrics["val_top1_err"] <= 100, run
+        assert (path / "logs" / run / "plots" / "metrics" / "val_top1_err.tsv").is_file(), run
+
+
+def test_b_to_e_start_from_a_weights(repo):
+    path, _, _ = repo
+    a = torch.load(path / "models" / "A_256.pt", weights_only=False)["state_dict"]
+    for net in "BCDE":
+        init = torch.load(path / "models" / "init" / f"{net}.pt", weights_only=False)
+        assert init["copied_from_a"] == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"]
+        state = init["state_dict"]
+        assert torch.equal(state["features.0.weight"], a["features.0.weight"]), net
+        assert torch.equal(state["classifier.6.weight"], a["classifier.6.weight"]), net
+        trained = torch.load(path / "models" / f"{net}_256.pt", weights_only=False)
+        assert trained["init_file"] == f"models/init/{net}.pt"
+
+
+def test_second_repro_runs_nothing(repo):
+    path, env, _ = repo
+    out = sh("dvc repro", path, env).stdout
+    assert "Running stage" not in out
+
+
+def stages_to_run(path, env, key, value):
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    section, name = key.split(".")
+    original = params[section][name]
+    params[section][name] = value
+    write_params(path / "params.yaml", params)
+    try:
+        out = sh("dvc repro --dry", path, env).stdout
+    finally:
+        params[section][name] = original
+        write_params(path / "params.yaml", params)
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def test_changing_train_lr_reruns_the_from_scratch_stages(repo):
+    path, env, _ = repo
+    stages = stages_to_run(path, env, "train.lr", 0.005)
+    assert {"train_scratch@A", "train_scratch@A-LRN", "train_256@E", "finetune_jitter@E"} <= stages
+    assert "prepare" not in stages and "mean_rgb" not in stages
+
+
+def test_changing_finetune_lr_does_not_retrain_a(repo):
+    path, env, _ = repo
+    stages = stages_to_run(path, env, "finetune.lr", 0.002)
+    assert {"finetune_384@C", "finetune_384@D", "finetune_384@E"} <= stages
+    assert not any(s.startswith(("train_scratch", "train_256", "init_from_a")) for s in stages)

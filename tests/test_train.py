@@ -1,0 +1,132 @@
+"""The §3.1 training loop: resume exactness, distributed equivalence, the plateau rule."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny_params, write_params
+from vgg import train
+
+
+def train_args(tiny_data, out_dir, params, net="A", init=None):
+    args = ["-m", "stages.train", "--params", params, "--net", net, "--data", tiny_data / "prepared",
+            "--mean-rgb", tiny_data / "mean_rgb.json", "--out", out_dir / f"{net}.pt",
+            "--live-dir", out_dir / "logs"]
+    return [sys.executable, *map(str, args + (["--init", init] if init else []))]
+
+
+def start(tiny_data, out_dir, params, env_extra, **kwargs):
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env_extra}
+    return subprocess.Popen(train_args(tiny_data, out_dir, params, **kwargs), cwd=out_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    return out + err
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_gives_identical_weights(tiny_data, tmp_path, sig):
+    params = write_params(tmp_path / "params.yaml",
+                          tiny_params(**{"train.epochs": 2, "train.batch_size": 32, "train.checkpoint_every": 1}))
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir(), run_dir.mkdir()
+    finish(start(tiny_data, ref_dir, params, {"VGG_CHECKPOINT_DIR": str(ref_dir / "ckpt")}))
+
+    env = {"VGG_CHECKPOINT_DIR": str(run_dir / "ckpt")}
+    ckpt = run_dir / "ckpt" / "A" / "last.pt"
+    proc = start(tiny_data, run_dir, params, env)
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)  # let it get a few steps further, mid-epoch
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -sig, "the run finished before it could be killed"
+    state = torch.load(ckpt, weights_only=False)
+    assert (state["epoch"], state["step"]) < (2, 0), "killed after the last step"
+    assert not (run_dir / "A.pt").exists()
+
+    log = finish(start(tiny_data, run_dir, params, env))
+    assert "resuming at epoch" in log
+    assert_identical(weights(ref_dir / "A.pt"), weights(run_dir / "A.pt"))
+    ref_curve = json.loads((ref_dir / "logs" / "metrics.json").read_text())
+    run_curve = json.loads((run_dir / "logs" / "metrics.json").read_text())
+    assert ref_curve == {**run_curve, "images_per_s": ref_curve["images_per_s"]}
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path):
+    env = {"VGG_CHECKPOINT_DIR": str(tmp_path / "ckpt")}
+    first = write_params(tmp_path / "first.yaml", tiny_params())
+    finish(start(tiny_data, tmp_path, first, env))
+    second = write_params(tmp_path / "second.yaml", tiny_params(**{"train.lr": 0.005}))
+    log = finish(start(tiny_data, tmp_path, second, env))
+    assert "starting fresh" in log and "resuming" not in log
+    again = finish(start(tiny_data, tmp_path, second, env))
+    assert "resuming at epoch 2" in again  # finished run: nothing left to train
+
+
+def test_two_processes_match_one(tiny_data, tmp_path):
+    # §3.3: the global batch split over processes gives the single-process gradient.
+    # Dropout masks are drawn per process, so this equivalence is checked without dropout.
+    params = write_params(tmp_path / "params.yaml",
+                          tiny_params(**{"train.dropout": 0.0, "train.epochs": 2, "train.batch_size": 64}))
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    finish(start(tiny_data, one, params, {"VGG_CHECKPOINT_DIR": str(one / "ckpt")}))
+    log = finish(start(tiny_data, two, params, {"VGG_CHECKPOINT_DIR": str(two / "ckpt"), "VGG_NPROC": "2"}))
+    assert "2 process(es) on cpu" in log
+    a, b = weights(one / "A.pt"), weights(two / "A.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    ha = torch.load(one / "A.pt", weights_only=False)["history"]
+    hb = torch.load(two / "A.pt", weights_only=False)["history"]
+    assert [h["val_top1"] for h in ha] == [h["val_top1"] for h in hb]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
+    params = write_params(tmp_path / "params.yaml",
+                          tiny_params(**{"train.lr": 1e6, "train.batch_size": 32, "train.checkpoint_every": 1,
+                                         "train.epochs": 3}))
+    proc = start(tiny_data, tmp_path, params, {"VGG_CHECKPOINT_DIR": str(tmp_path / "ckpt")})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out + err
+    assert err.strip().splitlines()[-1].startswith("error: A: non-finite loss at epoch")
+    assert not (tmp_path / "A.pt").exists()
+    ckpt = torch.load(tmp_path / "ckpt" / "A" / "last.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_plateau_rule_divides_lr_by_10_at_most_3_times():
+    state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.01}
+    lrs = []
+    for acc in [50, 60, 60, 60, 55, 55, 55, 55, 55, 55, 55, 55]:
+        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=3)
+        lrs.append(state["lr"])
+    assert lrs[:2] == [0.01, 0.01]
+    assert lrs[3] == pytest.approx(0.001)  # two epochs without improvement, patience 1
+    assert lrs[-1] == pytest.approx(1e-5) and state["drops"] == 3
+
+
+def test_epoch_order_is_seeded_and_shards_partition_the_batch():
+    a = train.epoch_batches(100, 32, seed=0, epoch=1)
+    assert a == train.epoch_batches(100, 32, seed=0, epoch=1)
+    assert a != train.epoch_batches(100, 32, seed=0, epoch=2)
+    assert sorted(i for b in a for i in b) == list(range(100))
+    batch = a[0]
+    assert sorted(train.shard(batch, 0, 2) + train.shard(batch, 1, 2)) == sorted(batch)

@@ -1,0 +1,203 @@
+"""Test-time protocols (§3.2, §4.1-4.3): dense and multi-crop evaluation at several scales Q.
+
+Both return soft-max class posteriors, one float32 row per test image, so that scales, protocols
+and nets can be combined later by averaging posteriors (§4.2-4.4). Scales are in the paper's
+units (for a 224 crop) everywhere except inside `dense_evaluate` and `multi_crop_evaluate`,
+which take pixels.
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .io import StageError, load
+from .params import PROTOCOLS, pixels
+from .transforms import rescale
+
+RECORD_KEYS = ("run", "net", "train_scale", "protocol", "scales", "posteriors", "labels")
+# Dense evaluation holds images of other sizes back while it fills a batch of one size; this many
+# batches' worth at most, so memory stays bounded on ImageFolder sets with many aspect ratios.
+MAX_PENDING_BATCHES = 4
+
+
+def test_scales(scale_min, scale_max, offset=32):
+    """Test scales Q (paper units) for a net trained at S in [scale_min, scale_max].
+
+    §4.1 single scale: Q = S, or 0.5 (Smin + Smax) for jittered S.
+    §4.2 multi-scale: {S - 32, S, S + 32}, or {Smin, 0.5 (Smin + Smax), Smax} for jittered S.
+    """
+    middle = (scale_min + scale_max) // 2
+    if scale_min == scale_max:
+        return {"single": [middle], "multi": [middle - offset, middle, middle + offset]}
+    return {"single": [middle], "multi": [scale_min, middle, scale_max]}
+
+
+def crop_positions(height, width, crop, grid=5):
+    """(top, left) of grid x grid crops on a regular grid: the corners and, for odd grid, the centre."""
+    def steps(extent):
+        if grid == 1:
+            return [extent // 2]
+        # Floor division puts the middle step exactly at extent // 2, as centre_crop does.
+        return [i * extent // (grid - 1) for i in range(grid)]
+    if height < crop or width < crop:
+        raise ValueError(f"image {height}x{width} is smaller than the crop {crop}")
+    return [(top, left) for top in steps(height - crop) for left in steps(width - crop)]
+
+
+def _autocast(device):
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _test_images(dataset, scale, mean, device, num_workers):
+    """(index, image) in dataset order: rescaled so the smallest side is `scale`, mean RGB subtracted."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=device)[:, None, None]
+    # batch_size=None: one uint8 image at a time; workers only decode (ImageFolder JPEGs).
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
+    for index, (image, _) in enumerate(loader):
+        yield index, rescale(image.to(device, non_blocking=True), scale) - mean
+
+
+def _num_classes(model):
+    return model.classifier[-1].out_features
+
+
+@torch.inference_mode()
+def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=0):
+    """N x C posteriors of the fully convolutional net on whole images rescaled to `scale` pixels (§3.2).
+
+    `batch_size` counts network inputs, each image's horizontal flip included.
+    """
+    model = model.eval().to(device)
+    out = torch.empty(len(dataset), _num_classes(model))
+    per_step = max(1, batch_size // 2)
+    pending = {}  # image shape -> [(index, image)]
+
+    def run(shape):
+        indices, images = zip(*pending.pop(shape))
+        x = torch.stack(images)
+        with _autocast(device):
+            scores = model.forward_dense(torch.cat([x, x.flip(-1)]))
+        # §3.2: the class score map is spatially averaged; posteriors of the image and its flip averaged.
+        posteriors = F.softmax(scores.float().mean((2, 3)), dim=1)
+        out[list(indices)] = ((posteriors[:len(x)] + posteriors[len(x):]) / 2).cpu()
+
+    for index, image in _test_images(dataset, scale, mean, device, num_workers):
+        shape = tuple(image.shape)
+        pending.setdefault(shape, []).append((index, image))
+        if len(pending[shape]) == per_step:
+            run(shape)
+        elif sum(map(len, pending.values())) > MAX_PENDING_BATCHES * per_step:
+            run(max(pending, key=lambda s: len(pending[s])))
+    for shape in list(pending):
+        run(shape)
+    return out
+
+
+def _crops(image, crop, grid):
+    """The grid x grid crops of one image and their horizontal flips (§4.3: 50 for grid 5)."""
+    views = torch.stack([image[:, t:t + crop, l:l + crop]
+                         for t, l in crop_positions(*image.shape[-2:], crop, grid)])
+    return torch.cat([views, views.flip(-1)])
+
+
+@torch.inference_mode()
+def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid=5, num_workers=0):
+    """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3).
+
+    `batch_size` counts crops per forward pass; crops of several images share one pass.
+    """
+    model = model.eval().to(device)
+    out = torch.empty(len(dataset), _num_classes(model))
+    per_image = 2 * grid * grid
+    per_step = max(1, batch_size // per_image)
+    indices, crops = [], []
+
+    def run():
+        x = torch.cat(crops)
+        posteriors = []
+        for chunk in x.split(batch_size):
+            with _autocast(device):
+                posteriors.append(F.softmax(model(chunk).float(), dim=1))
+        out[indices] = torch.cat(posteriors).view(len(indices), per_image, -1).mean(1).cpu()
+        indices.clear()
+        crops.clear()
+
+    for index, image in _test_images(dataset, scale, mean, device, num_workers):
+        indices.append(index)
+        crops.append(_crops(image, crop, grid))
+        if len(indices) == per_step:
+            run()
+    if indices:
+        run()
+    return out
+
+
+def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid=5, num_workers=0):
+    """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` ('dense' or 'multi-crop')."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    results = {}
+    for q in scales:
+        size = pixels(q, crop)
+        if protocol == "dense":
+            results[q] = dense_evaluate(model, dataset, size, mean, batch_size, device, num_workers)
+        else:
+            results[q] = multi_crop_evaluate(model, dataset, size, mean, crop, batch_size, device, grid,
+                                             num_workers)
+    return results
+
+
+def top1_error(posteriors, labels):
+    """Top-1 error in percent."""
+    return 100.0 * (posteriors.argmax(1) != labels).float().mean().item()
+
+
+def train_scale_name(scale_min, scale_max):
+    """'256' for a fixed S, '256-512' for jittered S (paper units), as in run names and tables."""
+    return str(scale_min) if scale_min == scale_max else f"{scale_min}-{scale_max}"
+
+
+def posterior_record(run, net, train_scale, protocol, posteriors, labels):
+    """What a posterior file holds. `train_scale` is (Smin, Smax); `posteriors` is {Q: N x C}."""
+    scales = sorted(int(q) for q in posteriors)
+    return {
+        "run": run,
+        "net": net,
+        "train_scale": train_scale_name(*train_scale),
+        "protocol": protocol,
+        "scales": scales,
+        "posteriors": {q: posteriors[q].float() for q in scales},
+        "labels": torch.as_tensor(labels, dtype=torch.int64),
+    }
+
+
+def load_posteriors(path):
+    """A posterior file of the `evaluate` stage, checked against the contract of `posterior_record`."""
+    record = load(path, "posterior file")
+
+    def bad(why):
+        return StageError(f"{path}: invalid posterior file ({why})")
+
+    if not isinstance(record, dict) or set(record) != set(RECORD_KEYS):
+        raise bad(f"expected keys {', '.join(RECORD_KEYS)}")
+    for key in ("run", "net", "train_scale"):
+        if not isinstance(record[key], str):
+            raise bad(f"{key} is not a string")
+    if record["protocol"] not in PROTOCOLS:
+        raise bad(f"unknown protocol {record['protocol']!r}")
+    labels, scales, posteriors = record["labels"], record["scales"], record["posteriors"]
+    if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.ndim == 1):
+        raise bad("labels is not a 1-D int64 tensor")
+    if (not isinstance(scales, list) or not scales or not all(type(q) is int for q in scales)
+            or scales != sorted(set(scales))):
+        raise bad("scales is not an ascending list of ints")
+    if not isinstance(posteriors, dict) or sorted(posteriors) != scales:
+        raise bad("posteriors are not keyed by the scales")
+    for q, p in posteriors.items():
+        if not (isinstance(p, torch.Tensor) and p.dtype == torch.float32 and p.ndim == 2
+                and len(p) == len(labels)):
+            raise bad(f"posteriors[{q}] is not a float32 tensor of {len(labels)} rows")
+    return record

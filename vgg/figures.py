@@ -1,0 +1,84 @@
+"""The report's figures (PNG): training curves, error against depth, error against test scale Q."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import pandas as pd  # noqa: E402
+
+from . import io  # noqa: E402
+from .tables import OURS_TOP1, PAPER_TOP1  # noqa: E402
+
+SCHEDULES = {"256": "S=256", "384": "S=384 (fine-tuned from S=256)",
+             "256-512": "S=256-512 (fine-tuned from S=384)"}
+NET_COLOURS = {"A": "tab:gray", "A-LRN": "tab:brown", "B": "tab:purple", "C": "tab:blue", "D": "tab:green",
+               "E": "tab:red"}
+SCALE_STYLES = {"256": ":", "384": "--", "256-512": "-"}
+
+
+def read_curve(path, name):
+    """One DVCLive curve (TSV with columns step and `name`) as a frame with epoch and `name`."""
+    try:
+        frame = pd.read_csv(path, sep="\t")
+    except FileNotFoundError:
+        raise io.StageError(f"{path}: training log not found") from None
+    if not {"step", name} <= set(frame.columns):
+        raise io.StageError(f"{path}: expected columns step and {name}")
+    # The train stage logs one step per epoch, from step 0.
+    return pd.DataFrame({"epoch": frame["step"] + 1, name: frame[name]})
+
+
+def load_curves(logs, runs, name="val_top1_err"):
+    """{run: curve} from logs/<run>/plots/metrics/<name>.tsv for each named run."""
+    return {run: read_curve(Path(logs) / run / "plots" / "metrics" / f"{name}.tsv", name) for run in runs}
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def training_curves(curves, path, name="val_top1_err"):
+    """Validation top-1 error against epoch, one panel per training scale S (§3.1's schedules)."""
+    groups = [s for s in SCHEDULES if any(run.split("_", 1)[1] == s for run in curves)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False, sharey=True)
+    for ax, s in zip(axes[0], groups):
+        for run, curve in curves.items():
+            net, scale = run.split("_", 1)
+            if scale == s:
+                ax.plot(curve["epoch"], curve[name], marker="o", ms=3, label=net, color=NET_COLOURS.get(net))
+        ax.set(title=SCHEDULES[s], xlabel="epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation top-1 error (%)")
+    _save(fig, path)
+
+
+def error_vs_depth(rows, path):
+    """Top-1 error of A, B, C, D, E (S=256, single scale Q=256) against weight layers: paper and ours."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, column, title in ((axes[0], PAPER_TOP1, "paper (ILSVRC-2012 val)"), (axes[1], OURS_TOP1, "ours")):
+        ax.plot(rows["weight layers"], rows[column], "o-", color="tab:blue")
+        for _, row in rows.iterrows():
+            ax.annotate(row["ConvNet"], (row["weight layers"], row[column]), textcoords="offset points",
+                        xytext=(5, 5))
+        ax.set(title=title, xlabel="weight layers", ylabel="top-1 error (%)")
+        ax.set_xticks(sorted(set(rows["weight layers"])))
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def error_vs_test_scale(rows, path):
+    """Single-scale dense top-1 error against test scale Q (paper units), one line per model."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run, group in rows.groupby("run", sort=False):
+        net, s = group["ConvNet"].iloc[0], group["train S"].iloc[0]
+        ax.plot(group["Q"], group[OURS_TOP1], marker="o", ls=SCALE_STYLES.get(s, "-"),
+                color=NET_COLOURS.get(net), label=f"{net}, S={s}")
+    ax.set(xlabel="test scale Q (paper units)", ylabel="top-1 error (%), ours", title="error against test scale")
+    ax.set_xticks(sorted(set(rows["Q"])))
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
