@@ -7,7 +7,11 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: setup data repro test bench clean-checkpoints
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data .dvc/plots/offline.html
+
+# `dvc plots show` offline: vega inlined into the HTML template (.dvc/config plots.html_template).
+.dvc/plots/offline.html:
+	bash scripts/offline_plots_template.sh
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)

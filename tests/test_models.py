@@ -335,8 +335,7 @@ def test_table1_width_multiplier_changes_channel_labels():
 
 def test_flops_per_image_counts_conv_and_fc():
     model = small("A")
-    # Hand count for a single conv at 32 x 32 would be tedious; check scaling instead:
-    # conv FLOPs grow with the square of the input side, FC FLOPs stay fixed.
+    # Conv FLOPs grow with the square of the input side, FC FLOPs stay fixed.
     fc = sum(2 * l.in_features * l.out_features for l in (model.classifier[0], model.classifier[3],
                                                           model.classifier[6]))
     conv_32 = models.flops_per_image(model, 32) - fc

@@ -201,7 +201,7 @@ class ImageSet(Dataset):
         try:
             with Image.open(path) as im:
                 rgb = im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise StageError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
         return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
@@ -223,6 +223,16 @@ class Transformed(Dataset):
         image = self.base.image(index)
         out = self.transform(image) if seed is None else self.transform(image, seed)
         return out, int(self.base.labels[index])
+
+    def __getitems__(self, keys):
+        """A whole batch at once (DataLoader calls this): in-memory images are transformed
+        together, which gives the same tensors as one by one, several times faster."""
+        if self.base.split["kind"] != "tensor" or not keys or not isinstance(keys[0], tuple):
+            return [self[key] for key in keys]
+        indices = [index for index, _ in keys]
+        images = self.base.split["images"][indices]
+        out = self.transform.batch(images, [seed for _, seed in keys])
+        return list(zip(out.unbind(0), self.base.labels[indices].tolist()))
 
 
 def load_split(path):

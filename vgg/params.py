@@ -103,8 +103,6 @@ SCHEMA = {
         "batch_size": (int, _positive, "must be > 0"),
         "scale_offset": (int, _non_negative, "must be >= 0"),
         "grid": (int, _positive, "must be > 0"),
-        "multi_crop_nets": (list, lambda v: all(n in NETS for n in v),
-                            f"must list nets among {', '.join(NETS)}"),
         "num_workers": (int, _non_negative, "must be >= 0"),
     },
     "fuse": {
@@ -146,7 +144,7 @@ def section(params, name):
         value = values[key]
         # bool is an int in Python; a float key accepts ints, an int key never takes bools.
         if isinstance(value, bool) and types is not bool:
-            raise StageError(f"{name}.{key}: expected a number, got {value!r}")
+            raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
         if not isinstance(value, types):
             raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
         if check is not None and not check(value):

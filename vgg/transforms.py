@@ -19,14 +19,18 @@ def rescaled_size(height, width, size):
 
 
 def rescale(image, size):
-    """Isotropic rescale so the smallest side equals `size` (§3.1 "training scale")."""
+    """Isotropic rescale so the smallest side equals `size` (§3.1 "training scale").
+
+    Takes one 3 x H x W image or an N x 3 x H x W batch of equal-sized images.
+    """
     h, w = image.shape[-2:]
     if min(h, w) == size:
         return image.float()
     new = rescaled_size(h, w, size)
-    out = F.interpolate(image[None].float(), size=new, mode="bilinear", align_corners=False,
-                        antialias=new[0] < h)
-    return out[0].clamp_(0, 255)
+    batch = image if image.ndim == 4 else image[None]
+    out = F.interpolate(batch.float(), size=new, mode="bilinear", align_corners=False,
+                        antialias=new[0] < h).clamp_(0, 255)
+    return out if image.ndim == 4 else out[0]
 
 
 def colour_shift(alphas, eigval, eigvec):
@@ -60,12 +64,23 @@ class TrainTransform:
         return scale, top, left, flip, torch.tensor(alphas)
 
     def __call__(self, image, seed):
-        scale, top, left, flip, alphas = self.draw(seed, *image.shape[-2:])
-        out = rescale(image, scale)[:, top:top + self.crop, left:left + self.crop]
-        if flip:
-            out = out.flip(-1)
-        shift = colour_shift(alphas, self.eigval, self.eigvec)
-        return out + (shift[:, None, None] - self.mean)
+        return self.batch(image[None], [seed])[0]
+
+    def batch(self, images, seeds):
+        """The transform of each of N equal-sized images with its own seed, rescaled per S group."""
+        draws = [self.draw(seed, *images.shape[-2:]) for seed in seeds]
+        out = torch.empty(len(seeds), 3, self.crop, self.crop)
+        by_scale = {}
+        for i, (scale, *_) in enumerate(draws):
+            by_scale.setdefault(scale, []).append(i)
+        for scale, members in by_scale.items():
+            scaled = rescale(images[members], scale)
+            for j, i in enumerate(members):
+                _, top, left, flip, _ = draws[i]
+                view = scaled[j, :, top:top + self.crop, left:left + self.crop]
+                out[i] = view.flip(-1) if flip else view
+        shift = torch.stack([colour_shift(d[4], self.eigval, self.eigvec) for d in draws])
+        return out + (shift[:, :, None, None] - self.mean)
 
 
 class TestTransform:
