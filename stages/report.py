@@ -1,36 +1,119 @@
-"""Stage `report`: render the paper's tables into reports/, our numbers beside the paper's."""
+"""Stage `report`: render the paper's tables into reports/, our numbers beside the paper's.
+
+Tables 1-2 from the configuration table; Tables 3-7, the claims and the figures from the
+evaluate and fuse stages' posteriors and the training logs; flat metrics to --metrics.
+"""
 import argparse
+import shutil
 from pathlib import Path
 
-from vgg import io, params, report
+import pandas as pd
+
+from vgg import figures, fusion, io, params, report, tables
+
+
+def fused_reader(directory):
+    def read(name):
+        path = Path(directory) / f"{name}.pt"
+        record = io.load(path, "fused predictions")
+        if not isinstance(record, dict) or record.get("run") != name or "fused" not in record.get("posteriors", {}):
+            raise io.StageError(f"{path}: not the fused predictions of ensemble {name!r}")
+        return record
+    return read
+
+
+def check_runs(runs, paper):
+    for run, _ in tables.required_preds(paper):
+        if run not in runs:
+            raise io.StageError(f"report.runs: lacks {run}, which Tables 3-5 need")
+
+
+def training_summary(curves):
+    return pd.DataFrame([{"run": run, "epochs": len(c), "final val top-1 err": c["val_top1_err"].iloc[-1],
+                          "best val top-1 err": c["val_top1_err"].min()} for run, c in curves.items()])
 
 
 @io.stage_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--preds", default="preds", type=Path, help="holds <run>/<protocol>.pt")
+    parser.add_argument("--ensembles", default="preds/ensembles", type=Path, help="holds <ensemble>.pt")
+    parser.add_argument("--logs", default="logs", type=Path, help="holds <run>/plots/metrics/*.tsv")
+    parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
     parser.add_argument("--out", default="reports", type=Path)
+    parser.add_argument("--metrics", default="metrics/tables.json", type=Path)
     args = parser.parse_args(argv)
 
     all_params = params.load_params(args.params)
     model = params.section(all_params, "model")
-    scaled = params.model_kwargs(model)
+    data = params.section(all_params, "data")
+    schedules = {name: params.schedule(all_params, name) for name in ("train", "finetune", "jitter")}
+    ensembles = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
+    settings = params.section(all_params, "report")
+    compute = io.read_json(args.compute, "compute file") if args.compute else None
+    paper = tables.paper_rows()
+    check_runs(settings["runs"], paper)
+
+    # Everything is computed before anything is written: a failure leaves no half report.
+    read = fusion.preds_reader(args.preds)
+    results = tables.evaluate_rows(paper, read, ensembles, fused_reader(args.ensembles))
+    references = report.paper_csv("fashion_mnist_reference.csv") if data["dataset"] == "fashion_mnist" else None
+    frames = tables.tables(paper, results, references)
+    claims = tables.claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"],
+                           settings["confidence"])
+    curves = figures.load_curves(args.logs, settings["runs"])
+    flat = tables.metrics(frames, claims)
+    n_images = len(results[0].correct1)
+
     tmp = io.temp_dir_beside(args.out)
-    t1_full = report.table1()
-    t1_scaled = report.table1(width=model["width"], fc_width=model["fc_width"], num_classes=model["num_classes"])
-    (tmp / "table1.md").write_text(
-        "# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
-        "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
-        + report.markdown(t1_full, index=True)
-        + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
-        f"{model['num_classes']} classes, crop {model['crop']})\n\n" + report.markdown(t1_scaled, index=True))
-    t2 = report.table2(scaled)
-    t2.to_csv(tmp / "table2.csv", index=False)
-    (tmp / "table2.md").write_text(
-        "# Table 2: number of parameters\n\nCounted from the built models; full scale = crop 224, "
-        "width 1, FC 4096, 1000 classes.\n\n" + report.markdown(t2))
-    io.replace_dir(tmp, args.out)
-    print(f"report: wrote {', '.join(sorted(p.name for p in args.out.iterdir()))}")
+    try:
+        t1_full = report.table1()
+        t1_scaled = report.table1(width=model["width"], fc_width=model["fc_width"],
+                                  num_classes=model["num_classes"])
+        (tmp / "table1.md").write_text(
+            "# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
+            "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
+            + report.markdown(t1_full, index=True)
+            + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
+            f"{model['num_classes']} classes, crop {model['crop']})\n\n" + report.markdown(t1_scaled, index=True))
+        t2 = report.table2(params.model_kwargs(model))
+        t2.to_csv(tmp / "table2.csv", index=False)
+        (tmp / "table2.md").write_text(
+            "# Table 2: number of parameters\n\nCounted from the built models; full scale = crop 224, "
+            "width 1, FC 4096, 1000 classes.\n\n" + report.markdown(t2))
+
+        intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
+                 f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
+                 f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions.")
+        literature = frames["table7"]["source"].str.startswith("paper")
+        sections = {"table7": {"The paper's comparison (ILSVRC-2012)": literature,
+                               f"Ours ({data['dataset']}) beside published results on it": ~literature}}
+        for name, frame in frames.items():
+            frame.to_csv(tmp / f"{name}.csv")
+            (tmp / f"{name}.md").write_text(
+                report.results_page(report.TABLE_TITLES[name], intro, frame, sections.get(name)))
+        claims.to_csv(tmp / "claims.csv")
+        (tmp / "claims.md").write_text(report.results_page(
+            "The paper's claims, tested", f"X beats Y: the difference is err(Y) - err(X) in top-1 error points "
+            f"(positive = X better), with its {settings['confidence']:.0%} percentile interval from "
+            f"{settings['bootstrap_samples']:,} paired bootstrap resamples of the test images. Verdict: "
+            "reproduced if the interval lies above 0, contradicted if below, else inconclusive; for a "
+            "'does not help' claim, contradicted only if X is significantly better.", claims))
+
+        figures.training_curves(curves, tmp / "training_curves.png")
+        figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
+        figures.error_vs_test_scale(tables.scale_errors(paper, read), tmp / "error_vs_test_scale.png")
+        (tmp / "README.md").write_text(report.readme(
+            data, model, schedules, compute, n_images, claims, training_summary(curves),
+            settings["confidence"], args.metrics))
+        io.replace_dir(tmp, args.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    io.atomic_write_json(flat, args.metrics)
+    verdicts = claims["verdict"].value_counts().to_dict()
+    print(f"report: wrote {', '.join(sorted(p.name for p in args.out.iterdir()))} and {args.metrics}; "
+          f"claims: {verdicts}")
 
 
 if __name__ == "__main__":

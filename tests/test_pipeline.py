@@ -100,3 +100,25 @@ def test_changing_finetune_lr_does_not_retrain_a(repo):
     stages = stages_to_run(path, env, "finetune.lr", 0.002)
     assert {"finetune_384@C", "finetune_384@D", "finetune_384@E"} <= stages
     assert not any(s.startswith(("train_scratch", "train_256", "init_from_a")) for s in stages)
+
+
+def test_repro_renders_every_table_and_metric(repo):
+    path, _, _ = repo
+    reports = path / "reports"
+    for name in ["table1.md", "table2.md", "table3.md", "table4.md", "table5.md", "table6.md", "table7.md",
+                 "claims.md", "README.md", "training_curves.png", "error_vs_depth.png", "error_vs_test_scale.png"]:
+        assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
+    metrics = json.loads((path / "metrics" / "tables.json").read_text())
+    for key in ["table3.A.S256.Q256.top1", "table3.D.S256-512.Q384.top1", "table3.E.S256-512.Q384.top5",
+                "table4.D.S256-512.Q256_384_512.top1", "table5.E.S256-512.multi-crop+dense.top1",
+                "table6.DE_multi-crop+dense.top1", "table7.ours_1net.top1"]:
+        assert 0 <= metrics[key] <= 100, key
+    claims = (reports / "claims.md").read_text()
+    assert any(v in claims for v in ("reproduced", "contradicted", "inconclusive"))
+    for run in RUNS:
+        assert (path / "preds" / run / "dense.pt").is_file(), run
+    # Table 3's row for A equals the error recomputed from the saved posteriors.
+    record = torch.load(path / "preds" / "A_256" / "dense.pt", weights_only=False)
+    top1 = record["posteriors"][256].argmax(1)
+    err = 100.0 * (top1 != record["labels"]).double().mean().item()
+    assert metrics["table3.A.S256.Q256.top1"] == pytest.approx(err, abs=1e-3)

@@ -1,14 +1,12 @@
 """The report's figures (PNG): training curves, error against depth, error against test scale Q."""
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import pandas as pd  # noqa: E402
-
-from . import io  # noqa: E402
-from .tables import OURS_TOP1, PAPER_TOP1  # noqa: E402
+from . import io
+from .tables import OURS_TOP1, PAPER_TOP1
 
 SCHEDULES = {"256": "S=256", "384": "S=384 (fine-tuned from S=256)",
              "256-512": "S=256-512 (fine-tuned from S=384)"}
@@ -34,22 +32,27 @@ def load_curves(logs, runs, name="val_top1_err"):
     return {run: read_curve(Path(logs) / run / "plots" / "metrics" / f"{name}.tsv", name) for run in runs}
 
 
+def _figure(width, height):
+    # A bare Figure, not pyplot: no global state or display; PNGs are drawn by the Agg canvas.
+    return Figure(figsize=(width, height), layout="tight")
+
+
 def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=120, format="png")
 
 
 def training_curves(curves, path, name="val_top1_err"):
     """Validation top-1 error against epoch, one panel per training scale S (§3.1's schedules)."""
     groups = [s for s in SCHEDULES if any(run.split("_", 1)[1] == s for run in curves)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False, sharey=True)
+    fig = _figure(5 * len(groups), 4)
+    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)
     for ax, s in zip(axes[0], groups):
         for run, curve in curves.items():
             net, scale = run.split("_", 1)
             if scale == s:
                 ax.plot(curve["epoch"], curve[name], marker="o", ms=3, label=net, color=NET_COLOURS.get(net))
         ax.set(title=SCHEDULES[s], xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation top-1 error (%)")
@@ -58,7 +61,8 @@ def training_curves(curves, path, name="val_top1_err"):
 
 def error_vs_depth(rows, path):
     """Top-1 error of A, B, C, D, E (S=256, single scale Q=256) against weight layers: paper and ours."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(10, 4)
+    axes = fig.subplots(1, 2)
     for ax, column, title in ((axes[0], PAPER_TOP1, "paper (ILSVRC-2012 val)"), (axes[1], OURS_TOP1, "ours")):
         ax.plot(rows["weight layers"], rows[column], "o-", color="tab:blue")
         for _, row in rows.iterrows():
@@ -72,7 +76,8 @@ def error_vs_depth(rows, path):
 
 def error_vs_test_scale(rows, path):
     """Single-scale dense top-1 error against test scale Q (paper units), one line per model."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
     for run, group in rows.groupby("run", sort=False):
         net, s = group["ConvNet"].iloc[0], group["train S"].iloc[0]
         ax.plot(group["Q"], group[OURS_TOP1], marker="o", ls=SCALE_STYLES.get(s, "-"),

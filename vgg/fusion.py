@@ -6,15 +6,17 @@ A prediction file `preds/<run>/<protocol>.pt` (stage `evaluate`) holds
 Members of an ensemble use the paper's notation `net/train_S/Q;Q;Q`, e.g. `D/256-512/256;384;512`.
 """
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import io
+from . import io, params
+from .evaluate import load_posteriors
 
-PROTOCOLS = ("dense", "multi-crop", "multi-crop+dense")
-TRAIN_SCALES = ("256", "384", "256-512")
+# The evaluate stage's two protocols, and their average (§4.3, Table 5's "multi-crop & dense").
+PROTOCOLS = params.PROTOCOLS + ("multi-crop+dense",)
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
@@ -84,8 +86,8 @@ def parse_member(text):
     if len(parts) != 3 or not all(parts):
         raise ValueError(f"{text!r} is not net/train_S/Q;Q;Q")
     net, train_scale, scales = parts
-    if train_scale not in TRAIN_SCALES:
-        raise ValueError(f"{text!r}: train_S {train_scale!r} is not one of {', '.join(TRAIN_SCALES)}")
+    if not re.fullmatch(r"\d+(-\d+)?", train_scale):
+        raise ValueError(f"{text!r}: train_S {train_scale!r} is neither S nor Smin-Smax")
     try:
         qs = [int(q) for q in scales.split(";")]
     except ValueError:
@@ -137,12 +139,10 @@ def preds_reader(root):
     @functools.cache
     def read(run, protocol):
         path = root / run / f"{protocol}.pt"
-        record = io.load(path, "predictions")
-        if not isinstance(record, dict) or not {"posteriors", "labels"} <= set(record):
-            raise io.StageError(f"{path}: not a predictions file (no posteriors and labels)")
-        if record.get("run") != run or record.get("protocol") != protocol:
-            raise io.StageError(f"{path}: holds run {record.get('run')!r}, protocol "
-                                f"{record.get('protocol')!r}, not {run!r}, {protocol!r}")
+        record = load_posteriors(path)
+        if (record["run"], record["protocol"]) != (run, protocol):
+            raise io.StageError(f"{path}: holds run {record['run']!r}, protocol {record['protocol']!r}, "
+                                f"not {run!r}, {protocol!r}")
         return record
     return read
 

@@ -65,9 +65,15 @@ TABLE_TITLES = {
 PAPER_SCALES = (224, 256, 288, 352, 384, 416, 512)
 
 
-def results_page(title, intro, frame):
-    """A Markdown page: title, what the numbers are, and the table (errors in %, 2 decimals)."""
-    return f"# {title}\n\n{intro}\n\n" + markdown(frame, floatfmt=".2f", missingval="")
+def results_page(title, intro, frame, sections=None):
+    """A Markdown page: title, what the numbers are, and the table (errors in %, 2 decimals,
+    empty cells blank); `sections` (heading -> row mask) splits it into sub-tables."""
+    page = f"# {title}\n\n{intro}\n"
+    for heading, rows in (sections or {None: slice(None)}).items():
+        part = frame[rows].dropna(axis=1, how="all")
+        page += f"\n## {heading}\n" if heading else ""
+        page += "\n" + markdown(part.astype(object).where(part.notna(), None), floatfmt=".2f", missingval="")
+    return page
 
 
 def pixel_table(crop):

@@ -245,7 +245,7 @@ def claims(results, samples, seed, confidence=0.95):
         x, y = find_result(results, x_ref), find_result(results, y_ref)
         diff, low, high = fusion.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
-                        "paper: err(Y) - err(X)": y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1],
+                        "paper: err(Y) - err(X)": round(y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1], 4),
                         "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high,
                         "verdict": fusion.verdict(low, high, direction)})
     return pd.DataFrame(records).set_index("key")

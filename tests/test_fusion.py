@@ -1,0 +1,220 @@
+"""Fusion of soft-max posteriors (§4.2-§4.4), top-k error, the paired bootstrap and the verdicts."""
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import stages.fuse
+from vgg import fusion
+from vgg.io import StageError
+
+
+def posteriors(n=200, classes=10, seed=0):
+    logits = torch.randn(n, classes, generator=torch.Generator().manual_seed(seed))
+    return logits.softmax(1)
+
+
+def outcomes(wrong, n=1000):
+    """Per-image correct (1) / wrong (0) with the images in `wrong` wrong."""
+    correct = torch.ones(n, dtype=torch.long)
+    correct[list(wrong)] = 0
+    return correct
+
+
+def record(run, protocol, scales, n=50, classes=10, seed=0):
+    """A prediction file of the evaluate stage's contract."""
+    g = torch.Generator().manual_seed(seed)
+    net, train_scale = run.split("_")
+    return {"run": run, "net": net, "train_scale": train_scale, "protocol": protocol, "scales": scales,
+            "posteriors": {q: torch.randn(n, classes, generator=g).softmax(1) for q in scales},
+            "labels": torch.arange(n) % classes}
+
+
+def test_fusion_of_a_model_with_itself_equals_the_model():
+    p = posteriors()
+    for copies in (1, 2, 3, 7):
+        assert torch.equal(fusion.average_posteriors([p] * copies), p)
+
+
+def test_average_posteriors_is_the_mean_and_stays_a_distribution():
+    a, b = posteriors(seed=1), posteriors(seed=2)
+    fused = fusion.average_posteriors([a, b])
+    torch.testing.assert_close(fused, (a + b) / 2)
+    torch.testing.assert_close(fused.sum(1), torch.ones(len(a)))
+    assert fused.dtype == torch.float32
+    with pytest.raises(ValueError, match="cannot be averaged"):
+        fusion.average_posteriors([a, a[:, :5]])
+
+
+def test_top_k_error_counts_labels_outside_the_k_most_probable():
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    labels = torch.tensor([0, 1, 2, 1])
+    assert fusion.correct_top_k(p, labels, 1).tolist() == [1, 0, 0, 1]
+    assert fusion.correct_top_k(p, labels, 2).tolist() == [1, 1, 0, 1]
+    assert fusion.top_k_error(p, labels, 1) == 50.0
+    assert fusion.top_k_error(p, labels, 2) == 25.0
+    assert fusion.top_k_error(p, labels, 5) == 0.0  # k beyond the classes: every label is in
+
+
+def test_bootstrap_interval_of_identical_posteriors_is_zero():
+    p = posteriors(1000)
+    labels = torch.randint(0, 10, (1000,), generator=torch.Generator().manual_seed(0))
+    correct = fusion.correct_top_k(p, labels, 1)
+    assert fusion.paired_bootstrap(correct, correct, 1000, 0, 0.95) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_difference_is_err_a_minus_err_b_in_points():
+    diff, low, high = fusion.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0)
+    assert diff == pytest.approx(25.0)
+    assert low < diff < high
+    assert fusion.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0) == (diff, low, high)
+
+
+def test_bootstrap_matches_resampling_image_indices():
+    a = outcomes(list(range(0, 150)) + list(range(400, 460)))
+    b = outcomes(list(range(100, 260)))
+    _, low, high = fusion.paired_bootstrap(a, b, 20000, 0, 0.9)
+    rng = np.random.default_rng(1)
+    index = rng.integers(0, len(a), size=(4000, len(a)))
+    diffs = 100.0 * (b.numpy()[index].mean(1) - a.numpy()[index].mean(1))
+    ref_low, ref_high = np.percentile(diffs, [5, 95])
+    assert low == pytest.approx(ref_low, abs=0.3)
+    assert high == pytest.approx(ref_high, abs=0.3)
+
+
+def test_clearly_better_model_is_reproduced():
+    baseline, better = outcomes(range(300)), outcomes(range(50))
+    _, low, high = fusion.paired_bootstrap(baseline, better, 2000, 0)
+    assert fusion.verdict(low, high, "better") == "reproduced"
+
+
+def test_clearly_worse_model_is_contradicted():
+    baseline, worse = outcomes(range(50)), outcomes(range(300))
+    _, low, high = fusion.paired_bootstrap(baseline, worse, 2000, 0)
+    assert fusion.verdict(low, high, "better") == "contradicted"
+
+
+def test_equally_good_models_on_different_images_are_inconclusive():
+    a, b = outcomes(range(100)), outcomes(range(100, 200))
+    diff, low, high = fusion.paired_bootstrap(a, b, 2000, 0)
+    assert diff == 0.0 and low < 0 < high
+    assert fusion.verdict(low, high, "better") == "inconclusive"
+
+
+def test_does_not_help_is_contradicted_only_when_significantly_better():
+    assert fusion.verdict(0.5, 2.0, "not better") == "contradicted"
+    assert fusion.verdict(-0.5, 2.0, "not better") == "reproduced"
+    assert fusion.verdict(-2.0, -0.5, "not better") == "reproduced"
+    assert fusion.verdict(0.0, 0.0, "not better") == "reproduced"
+    with pytest.raises(ValueError):
+        fusion.verdict(0, 1, "worse")
+
+
+def test_parse_member_in_the_papers_notation():
+    assert fusion.parse_member("D/256-512/256;384;512") == ("D_256-512", [256, 384, 512])
+    assert fusion.parse_member("A-LRN/256/256") == ("A-LRN_256", [256])
+    assert fusion.parse_member("C/384/352;384;416") == ("C_384", [352, 384, 416])
+    for bad in ("D/256", "D/300x/256", "D/256/2x6", "D//256"):
+        with pytest.raises(ValueError):
+            fusion.parse_member(bad)
+
+
+def test_parse_ensemble_reads_the_papers_table_6_rows():
+    from vgg.tables import paper_rows
+    rows = paper_rows()
+    ensembles = [fusion.parse_ensemble(text) for text in rows.loc[rows["table"] == "T6", "net"]]
+    assert [len(m) for m in ensembles] == [7, 2, 2, 2]
+    assert ensembles[1] == ["D/256-512/256;384;512", "E/256-512/256;384;512"]
+    with pytest.raises(ValueError):
+        fusion.parse_ensemble("ENSEMBLE3:D/256/256+E/256/256")
+
+
+def test_multi_crop_and_dense_averages_the_two_protocols_multi_scale_posteriors():
+    scales = [256, 384, 512]
+    files = {("D_256-512", p): record("D_256-512", p, scales, seed=i) for i, p in enumerate(fusion.PROTOCOLS[:2])}
+    read = lambda run, protocol: files[(run, protocol)]  # noqa: E731
+    got, labels = fusion.member_posteriors(read, "D/256-512/256;384;512", "multi-crop+dense")
+    dense = sum(files[("D_256-512", "dense")]["posteriors"][q].double() for q in scales) / 3
+    crops = sum(files[("D_256-512", "multi-crop")]["posteriors"][q].double() for q in scales) / 3
+    torch.testing.assert_close(got, ((dense + crops) / 2).float())
+    single, _ = fusion.member_posteriors(read, "D/256-512/384", "dense")
+    assert torch.equal(single, files[("D_256-512", "dense")]["posteriors"][384])
+    with pytest.raises(StageError, match="Q=288 not evaluated"):
+        fusion.member_posteriors(read, "D/256-512/288", "dense")
+
+
+def test_check_ensembles_names_the_bad_key():
+    good = {"DE": {"members": ["D/256-512/256;384;512"], "protocol": "dense"}}
+    assert fusion.check_ensembles(good) == good
+    cases = [({"DE": {"members": ["D/256-512/256;384;512"], "protocol": "crops"}}, "fuse.ensembles.DE.protocol"),
+             ({"DE": {"members": [], "protocol": "dense"}}, "fuse.ensembles.DE.members"),
+             ({"DE": {"members": ["D/big/256"], "protocol": "dense"}}, "fuse.ensembles.DE.members"),
+             ({"DE": {"members": ["D/256/256"]}}, "fuse.ensembles.DE:")]
+    for ensembles, start in cases:
+        with pytest.raises(StageError) as info:
+            fusion.check_ensembles(ensembles)
+        assert str(info.value).startswith(start)
+
+
+@pytest.fixture
+def fuse_setup(tmp_path):
+    for run, scales in (("D_256-512", [256, 384, 512]), ("E_256-512", [256, 384, 512])):
+        for i, protocol in enumerate(("dense", "multi-crop")):
+            path = tmp_path / "preds" / run / f"{protocol}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(record(run, protocol, scales, seed=len(run) + i), path)
+    members = ["D/256-512/256;384;512", "E/256-512/256;384;512"]
+    settings = {"fuse": {"ensembles": {"DE_multi-crop+dense": {"members": members, "protocol": "multi-crop+dense"}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
+    return tmp_path, members
+
+
+def test_fuse_stage_writes_the_prediction_contract_with_the_members(fuse_setup):
+    tmp_path, members = fuse_setup
+    out = tmp_path / "preds" / "ensembles" / "DE_multi-crop+dense.pt"
+    stages.fuse.main(["--params", str(tmp_path / "params.yaml"), "--name", "DE_multi-crop+dense",
+                      "--preds", str(tmp_path / "preds"), "--out", str(out)])
+    fused = torch.load(out, weights_only=False)
+    assert fused["run"] == "DE_multi-crop+dense" and fused["members"] == members
+    assert fused["protocol"] == "multi-crop+dense" and list(fused["posteriors"]) == ["fused"]
+    read = fusion.preds_reader(tmp_path / "preds")
+    by_hand = [fusion.member_posteriors(read, m, "multi-crop+dense")[0].double() for m in members]
+    torch.testing.assert_close(fused["posteriors"]["fused"], (sum(by_hand) / 2).float())
+    assert torch.equal(fused["labels"], read("D_256-512", "dense")["labels"])
+
+
+def test_fuse_stage_errors_name_the_culprit_and_write_nothing(fuse_setup, capsys):
+    tmp_path, _ = fuse_setup
+    out = tmp_path / "out.pt"
+    base = ["--params", str(tmp_path / "params.yaml"), "--preds", str(tmp_path / "preds"), "--out", str(out)]
+    with pytest.raises(SystemExit):
+        stages.fuse.main(base + ["--name", "ilsvrc7"])
+    assert capsys.readouterr().err.startswith("error: --name: 'ilsvrc7' is not in fuse.ensembles")
+    (tmp_path / "preds" / "E_256-512" / "multi-crop.pt").unlink()
+    with pytest.raises(SystemExit):
+        stages.fuse.main(base + ["--name", "DE_multi-crop+dense"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "E_256-512/multi-crop.pt: " in err and "not found" in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fuse_stage_rejects_members_scored_on_different_images(fuse_setup, capsys):
+    tmp_path, _ = fuse_setup
+    for protocol in ("dense", "multi-crop"):
+        path = tmp_path / "preds" / "E_256-512" / f"{protocol}.pt"
+        other = torch.load(path, weights_only=False)
+        other["labels"] = other["labels"].flip(0)
+        torch.save(other, path)
+    with pytest.raises(SystemExit):
+        stages.fuse.main(["--params", str(tmp_path / "params.yaml"), "--name", "DE_multi-crop+dense",
+                          "--preds", str(tmp_path / "preds"), "--out", str(tmp_path / "out.pt")])
+    assert "E/256-512/256;384;512: its labels differ" in capsys.readouterr().err
+
+
+def test_a_predictions_file_must_hold_the_run_and_protocol_its_path_names(tmp_path):
+    path = tmp_path / "D_256" / "dense.pt"
+    path.parent.mkdir()
+    torch.save(record("D_384", "dense", [352, 384, 416]), path)
+    with pytest.raises(StageError, match="holds run 'D_384', protocol 'dense', not 'D_256', 'dense'"):
+        fusion.preds_reader(tmp_path)("D_256", "dense")

@@ -1,0 +1,312 @@
+"""Tables 3-7 and the claims are computed from saved posteriors, row for row in the paper's order."""
+import copy
+import json
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import stages.fuse
+import stages.report
+from vgg import fusion, tables
+from vgg.io import StageError
+from vgg.params import load_params
+
+REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+RUNS = ["A_256", "A-LRN_256", "B_256", "C_256", "C_384", "C_256-512", "D_256", "D_384", "D_256-512",
+        "E_256", "E_384", "E_256-512"]
+MULTI_CROP = ("D_256-512", "E_256-512")
+DE = ["D/256-512/256;384;512", "E/256-512/256;384;512"]
+# The fuse section proposed for params.yaml: Table 6's ensembles.
+ENSEMBLES = {
+    "ilsvrc7": {"members": ["D/256/224;256;288", "D/384/352;384;416", "D/256-512/256;384;512",
+                            "C/256/224;256;288", "C/384/352;384;416", "E/256/224;256;288",
+                            "E/384/352;384;416"], "protocol": "dense"},
+    "DE_dense": {"members": DE, "protocol": "dense"},
+    "DE_multi-crop": {"members": DE, "protocol": "multi-crop"},
+    "DE_multi-crop+dense": {"members": DE, "protocol": "multi-crop+dense"},
+}
+REPORT = {"runs": RUNS, "bootstrap_samples": 1000, "bootstrap_seed": 0, "confidence": 0.95}
+# Synthetic quality: deeper nets, larger and jittered S, and multi-crop see the label more clearly.
+STRENGTH = {"A": 0.6, "A-LRN": 0.6, "B": 0.9, "C": 1.1, "D": 1.3, "E": 1.5}
+SCALE_BONUS = {"256": 0.0, "384": 0.1, "256-512": 0.4}
+N, CLASSES = 600, 10
+
+
+def scales_of(train_scale):
+    if train_scale == "256-512":
+        return [256, 384, 512]
+    s = int(train_scale)
+    return [s - 32, s, s + 32]
+
+
+def write_preds(root):
+    labels = torch.randperm(N, generator=torch.Generator().manual_seed(0)) % CLASSES
+    onehot = torch.nn.functional.one_hot(labels, CLASSES).float()
+    for run in RUNS:
+        net, train_scale = run.split("_")
+        for protocol in ("dense", "multi-crop") if run in MULTI_CROP else ("dense",):
+            g = torch.Generator().manual_seed(zlib.crc32(f"{run}/{protocol}".encode()))
+            strength = 3 * (STRENGTH[net] + SCALE_BONUS[train_scale] + (0.2 if protocol == "multi-crop" else 0))
+            scales = scales_of(train_scale)
+            posteriors = {q: (strength * onehot + 2.0 * torch.randn(N, CLASSES, generator=g)).softmax(1)
+                          for q in scales}
+            path = root / run / f"{protocol}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"run": run, "net": net, "train_scale": train_scale, "protocol": protocol,
+                        "scales": scales, "posteriors": posteriors, "labels": labels.clone()}, path)
+
+
+def write_logs(root):
+    for i, run in enumerate(RUNS):
+        metrics = root / run / "plots" / "metrics"
+        metrics.mkdir(parents=True)
+        steps = np.arange(4)
+        for name, values in (("val_top1_err", 40 - 5 * steps - i), ("train_loss", 2.0 / (steps + 1)),
+                             ("lr", [0.01, 0.01, 0.001, 0.001])):
+            pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
+        (root / run / "metrics.json").write_text(json.dumps({"step": 3, "val_top1_err": 25.0 - i}))
+
+
+def write_params(path, ensembles=ENSEMBLES, report=REPORT):
+    settings = load_params(REPO_PARAMS)
+    settings["fuse"] = {"ensembles": copy.deepcopy(ensembles)}
+    settings["report"] = copy.deepcopy(report)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A full set of the evaluate stage's predictions, the fused ensembles and training logs."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_preds(root / "preds")
+    write_logs(root / "logs")
+    params = write_params(root / "params.yaml")
+    for name in ENSEMBLES:
+        stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds"),
+                          "--out", str(root / "preds" / "ensembles" / f"{name}.pt")])
+    return root
+
+
+def fused_reader(root):
+    return lambda name: torch.load(root / "preds" / "ensembles" / f"{name}.pt", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def computed(synthetic):
+    paper = tables.paper_rows()
+    read = fusion.preds_reader(synthetic / "preds")
+    results = tables.evaluate_rows(paper, read, ENSEMBLES, fused_reader(synthetic))
+    frames = tables.tables(paper, results, pd.read_csv(tables.PAPER_DIR / "fashion_mnist_reference.csv"))
+    claims = tables.claims(results, 1000, 0, 0.95)
+    return paper, results, frames, claims
+
+
+def errors_by_hand(posteriors, labels):
+    """Top-1 and top-5 error (%) with numpy's argsort, independent of vgg.fusion."""
+    order = np.argsort(-posteriors.numpy(), axis=1)
+    labels = labels.numpy()[:, None]
+    return 100 * (1 - (order[:, :1] == labels).any(1).mean()), 100 * (1 - (order[:, :5] == labels).any(1).mean())
+
+
+def saved(synthetic, run, protocol):
+    return torch.load(synthetic / "preds" / run / f"{protocol}.pt", weights_only=False)
+
+
+def test_table3_row_equals_the_error_recomputed_from_the_saved_posteriors(synthetic, computed):
+    frame = computed[2]["table3"]
+    record = saved(synthetic, "D_256-512", "dense")
+    top1, top5 = errors_by_hand(record["posteriors"][384], record["labels"])
+    row = frame.loc["table3.D.S256-512.Q384"]
+    assert (row["ConvNet"], row["train S"], row["test Q"]) == ("D", "256-512", "384")
+    assert row[tables.OURS_TOP1] == pytest.approx(top1)
+    assert row[tables.OURS_TOP5] == pytest.approx(top5)
+    assert row[tables.PAPER_TOP1] == 25.6 and row[tables.PAPER_TOP5] == 8.1
+
+
+def test_table4_row_averages_the_posteriors_over_the_three_test_scales(synthetic, computed):
+    record = saved(synthetic, "C_384", "dense")
+    mean = sum(record["posteriors"][q] for q in (352, 384, 416)) / 3
+    top1, top5 = errors_by_hand(mean, record["labels"])
+    row = computed[2]["table4"].loc["table4.C.S384.Q352_384_416"]
+    assert row["test Q"] == "352,384,416"
+    assert row[tables.OURS_TOP1] == pytest.approx(top1)
+    assert row[tables.OURS_TOP5] == pytest.approx(top5)
+
+
+def test_table5_multi_crop_and_dense_averages_the_two_protocols(synthetic, computed):
+    frame = computed[2]["table5"]
+    dense, crops = saved(synthetic, "E_256-512", "dense"), saved(synthetic, "E_256-512", "multi-crop")
+    mean_dense = sum(dense["posteriors"][q] for q in (256, 384, 512)) / 3
+    mean_crops = sum(crops["posteriors"][q] for q in (256, 384, 512)) / 3
+    for protocol, posteriors in (("dense", mean_dense), ("multi-crop", mean_crops),
+                                 ("multi-crop+dense", (mean_dense + mean_crops) / 2)):
+        top1, top5 = errors_by_hand(posteriors, dense["labels"])
+        row = frame.loc[f"table5.E.S256-512.{protocol}"]
+        assert row[tables.OURS_TOP1] == pytest.approx(top1), protocol
+        assert row[tables.OURS_TOP5] == pytest.approx(top5), protocol
+
+
+def test_table6_rows_come_from_the_fused_files_and_equal_averaged_members(synthetic, computed):
+    frame = computed[2]["table6"]
+    assert list(frame["ensemble"]) == ["ilsvrc7", "DE_dense", "DE_multi-crop", "DE_multi-crop+dense"]
+    assert list(frame["nets"]) == [7, 2, 2, 2]
+    fused = fused_reader(synthetic)("DE_dense")
+    top1, _ = errors_by_hand(fused["posteriors"]["fused"], fused["labels"])
+    assert frame.loc["table6.DE_dense", tables.OURS_TOP1] == pytest.approx(top1)
+    by_hand = [sum(saved(synthetic, run, "dense")["posteriors"][q] for q in (256, 384, 512)) / 3
+               for run in ("D_256-512", "E_256-512")]
+    top1, top5 = errors_by_hand((by_hand[0] + by_hand[1]) / 2, fused["labels"])
+    assert frame.loc["table6.DE_dense", tables.OURS_TOP1] == pytest.approx(top1)
+    assert frame.loc["table6.DE_dense", tables.OURS_TOP5] == pytest.approx(top5)
+    assert frame.loc["table6.DE_multi-crop+dense", tables.PAPER_TEST5] == 6.8
+
+
+def test_tables_keep_the_papers_rows_order_and_numbers(computed):
+    paper, _, frames, _ = computed
+    for name, table in (("table3", "T3"), ("table4", "T4"), ("table5", "T5"), ("table6", "T6")):
+        rows = paper[paper["table"] == table]
+        assert list(frames[name][tables.PAPER_TOP1]) == list(rows["top1_val_err"]), name
+        assert list(frames[name][tables.PAPER_TOP5]) == list(rows["top5_val_err"]), name
+    assert list(frames["table3"]["ConvNet"]) == ["A", "A-LRN", "B", "C", "C", "C", "D", "D", "D", "E", "E", "E"]
+    assert list(frames["table3"]["train S"])[:6] == ["256", "256", "256", "256", "384", "256-512"]
+
+
+def test_table7_keeps_the_literature_and_adds_our_best_nets_and_fashion_mnist_references(computed):
+    paper, results, frames, _ = computed
+    frame = frames["table7"]
+    literature = frame[frame["source"] == "paper (ILSVRC-2012)"]
+    assert list(literature["method"]) == list(paper.loc[paper["table"] == "T7", "net"])
+    assert frame.loc["table7.ours_1net", tables.OURS_TOP1] == pytest.approx(frames["table5"][tables.OURS_TOP1].min())
+    t6 = frames["table6"]
+    assert frame.loc["table7.ours_2net", tables.OURS_TOP1] == pytest.approx(t6.loc[t6["nets"] == 2, tables.OURS_TOP1].min())
+    assert frame.loc["table7.ours_7net", tables.OURS_TOP1] == pytest.approx(t6.loc["table6.ilsvrc7", tables.OURS_TOP1])
+    assert frame.loc["table7.ours_1net", tables.OURS_ACC] == pytest.approx(100 - frame.loc["table7.ours_1net", tables.OURS_TOP1])
+    references = frame[frame["source"].str.startswith("Fashion-MNIST reference")]
+    assert len(references) == 6 and references["test accuracy (reference)"].between(80, 100).all()
+
+
+def expected_metric_keys(paper):
+    keys = []
+    for _, row in paper.iterrows():
+        net, s, q, protocol = row["net"], row["train_S"], row["test_Q"].replace(";", "_"), row["eval"]
+        prefix = {"T3": f"table3.{net}.S{s}.Q{q}", "T4": f"table4.{net}.S{s}.Q{q}",
+                  "T5": f"table5.{net}.S{s}.{protocol}"}.get(row["table"])
+        if prefix:
+            keys += [f"{prefix}.top1", f"{prefix}.top5"]
+    keys += [f"table6.{name}.{k}" for name in ENSEMBLES for k in ("top1", "top5")]
+    keys += [f"table7.ours_{n}net.{k}" for n in (1, 2, 7) for k in ("top1", "top5", "accuracy")]
+    keys += [f"claims.{claim[0]}.{k}" for claim in tables.CLAIMS for k in ("diff", "ci_low", "ci_high")]
+    return keys
+
+
+def test_every_metrics_key_exists_for_a_full_set_of_preds(computed):
+    paper, _, frames, claims = computed
+    flat = tables.metrics(frames, claims)
+    assert sorted(flat) == sorted(expected_metric_keys(paper))
+    for key in ("table3.D.S256-512.Q384.top1", "table4.D.S256-512.Q256_384_512.top5",
+                "table5.D.S256-512.multi-crop+dense.top1", "table6.DE_multi-crop+dense.top1",
+                "table7.ours_1net.top1"):
+        assert key in flat
+    assert all(isinstance(v, float) and v == round(v, 4) for v in flat.values())
+    assert flat["table3.D.S256-512.Q384.top1"] == round(frames["table3"].loc["table3.D.S256-512.Q384",
+                                                                              tables.OURS_TOP1], 4)
+
+
+def test_claims_verdicts_are_computed_from_the_interval(computed):
+    _, _, frames, claims = computed
+    assert list(claims.index) == [c[0] for c in tables.CLAIMS]
+    for (key, _, direction, _, _), (_, row) in zip(tables.CLAIMS, claims.iterrows()):
+        assert row["CI low"] <= row["ours: err(Y) - err(X)"] <= row["CI high"], key
+        assert row["verdict"] == fusion.verdict(row["CI low"], row["CI high"], direction), key
+    t3 = frames["table3"]
+    diff = t3.loc["table3.A.S256.Q256", tables.OURS_TOP1] - t3.loc["table3.E.S256.Q256", tables.OURS_TOP1]
+    assert claims.loc["depth_E_beats_A", "ours: err(Y) - err(X)"] == pytest.approx(diff)
+    # The synthetic E sees the label far more clearly than A; A-LRN is A's equal.
+    assert claims.loc["depth_E_beats_A", "verdict"] == "reproduced"
+    assert claims.loc["lrn_does_not_help", "verdict"] == "reproduced"
+    assert claims.loc["depth_B_beats_A", "paper: err(Y) - err(X)"] == pytest.approx(29.6 - 28.7)
+
+
+def test_claim_against_a_worse_model_is_contradicted(computed):
+    results = computed[1]
+    a = next(r for r in results if r.key == "table3.A.S256.Q256")
+    e = next(r for r in results if r.key == "table3.E.S256.Q256")
+    # E given A's outcomes and A given E's: "E beats A" now goes the wrong way.
+    swapped = [replace(r, correct1=e.correct1) if r is a else replace(r, correct1=a.correct1) if r is e else r
+               for r in results]
+    assert tables.claims(swapped, 1000, 0).loc["depth_E_beats_A", "verdict"] == "contradicted"
+
+
+def test_table6_needs_a_matching_ensemble_in_params(synthetic):
+    paper = tables.paper_rows()
+    read = fusion.preds_reader(synthetic / "preds")
+    ensembles = {k: v for k, v in ENSEMBLES.items() if k != "ilsvrc7"}
+    with pytest.raises(StageError, match="^fuse.ensembles: no ensemble of D/256/224;256;288"):
+        tables.evaluate_rows(paper, read, ensembles, fused_reader(synthetic))
+
+
+def test_a_fused_file_made_from_other_members_is_stale(synthetic):
+    paper = tables.paper_rows()
+    read = fusion.preds_reader(synthetic / "preds")
+    ensembles = copy.deepcopy(ENSEMBLES)
+    ensembles["DE_dense"]["members"] = DE[::-1]
+    with pytest.raises(StageError, match="re-run stage fuse"):
+        tables.evaluate_rows(paper, read, ensembles, fused_reader(synthetic))
+
+
+def report_args(root, params, out):
+    return ["--params", str(params), "--preds", str(root / "preds"), "--ensembles", str(root / "preds" / "ensembles"),
+            "--logs", str(root / "logs"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
+
+
+def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
+    compute = tmp_path / "compute.json"
+    compute.write_text(json.dumps({"device": "1x test CPU", "training wall time": "1 min"}))
+    stages.report.main(report_args(synthetic, synthetic / "params.yaml", tmp_path) + ["--compute", str(compute)])
+    reports = tmp_path / "reports"
+    names = {p.name for p in reports.iterdir()}
+    for i in range(1, 8):
+        assert f"table{i}.md" in names
+    assert {f"table{i}.csv" for i in range(2, 8)} <= names
+    assert {"claims.md", "claims.csv", "README.md", "training_curves.png", "error_vs_depth.png",
+            "error_vs_test_scale.png"} <= names
+    for png in reports.glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    readme = (reports / "README.md").read_text()
+    for name in names - {"README.md"}:
+        assert f"({name})" in readme, name
+    assert "fashion_mnist" in readme and "1x test CPU" in readme and "| pixels" in readme
+    table3 = (reports / "table3.md").read_text()
+    assert "256-512" in table3 and "| D " in table3
+    flat = json.loads((tmp_path / "metrics" / "tables.json").read_text())
+    paper = tables.paper_rows()
+    assert sorted(flat) == sorted(expected_metric_keys(paper))
+    claims = pd.read_csv(reports / "claims.csv", index_col="key")
+    assert set(claims["verdict"]) <= set(fusion.VERDICTS)
+    assert "report: wrote" in capsys.readouterr().out
+
+
+def test_report_stage_with_missing_predictions_names_the_file_and_writes_nothing(synthetic, tmp_path, capsys):
+    args = report_args(synthetic, synthetic / "params.yaml", tmp_path)
+    args[args.index("--preds") + 1] = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit):
+        stages.report.main(args)
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {tmp_path / 'nowhere'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_report_runs_must_cover_the_tables(synthetic, tmp_path, capsys):
+    report = dict(REPORT, runs=[r for r in RUNS if r != "D_384"])
+    params = write_params(tmp_path / "params.yaml", report=report)
+    with pytest.raises(SystemExit):
+        stages.report.main(report_args(synthetic, params, tmp_path))
+    assert capsys.readouterr().err.startswith("error: report.runs: lacks D_384")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
