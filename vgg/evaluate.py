@@ -60,6 +60,11 @@ def _test_images(dataset, scale, mean, device, num_workers):
         yield index, rescale(image.to(device, non_blocking=True), scale) - mean
 
 
+def _prepare(model, device):
+    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions run faster in that layout.
+    return model.eval().to(device, memory_format=torch.channels_last)
+
+
 def _num_classes(model):
     return model.classifier[-1].out_features
 
@@ -70,14 +75,14 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
 
     `batch_size` counts network inputs, each image's horizontal flip included.
     """
-    model = model.eval().to(device)
+    model = _prepare(model, device)
     out = torch.empty(len(dataset), _num_classes(model))
     per_step = max(1, batch_size // 2)
     pending = {}  # image shape -> [(index, image)]
 
     def run(shape):
         indices, images = zip(*pending.pop(shape))
-        x = torch.stack(images)
+        x = torch.stack(images).contiguous(memory_format=torch.channels_last)
         with _autocast(device):
             scores = model.forward_dense(torch.cat([x, x.flip(-1)]))
         # §3.2: the class score map is spatially averaged; posteriors of the image and its flip averaged.
@@ -109,14 +114,14 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
 
     `batch_size` counts crops per forward pass; crops of several images share one pass.
     """
-    model = model.eval().to(device)
+    model = _prepare(model, device)
     out = torch.empty(len(dataset), _num_classes(model))
     per_image = 2 * grid * grid
     per_step = max(1, batch_size // per_image)
     indices, crops = [], []
 
     def run():
-        x = torch.cat(crops)
+        x = torch.cat(crops).contiguous(memory_format=torch.channels_last)
         posteriors = []
         for chunk in x.split(batch_size):
             with _autocast(device):
