@@ -28,9 +28,15 @@ def check_runs(runs, paper):
             raise io.StageError(f"report.runs: lacks {run}, which Tables 3-5 need")
 
 
-def training_summary(curves):
-    return pd.DataFrame([{"run": run, "epochs": len(c), "final val top-1 err": c["val_top1_err"].iloc[-1],
-                          "best val top-1 err": c["val_top1_err"].min()} for run, c in curves.items()])
+def training_summary(curves, logs):
+    """Per run: epochs, final and best validation error, wall time (from DVCLive's summary)."""
+    rows = []
+    for run, c in curves.items():
+        summary = io.read_json(Path(logs) / run / "metrics.json", "training summary")
+        rows.append({"run": run, "epochs": len(c), "final val top-1 err": c["val_top1_err"].iloc[-1],
+                     "best val top-1 err": c["val_top1_err"].min(),
+                     "wall time (s)": summary.get("wall_seconds")})
+    return pd.DataFrame(rows)
 
 
 @io.stage_main
@@ -68,20 +74,10 @@ def main(argv=None):
 
     tmp = io.temp_dir_beside(args.out)
     try:
-        t1_full = report.table1()
-        t1_scaled = report.table1(width=model["width"], fc_width=model["fc_width"],
-                                  num_classes=model["num_classes"])
-        (tmp / "table1.md").write_text(
-            "# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
-            "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
-            + report.markdown(t1_full, index=True)
-            + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
-            f"{model['num_classes']} classes, crop {model['crop']})\n\n" + report.markdown(t1_scaled, index=True))
+        (tmp / "table1.md").write_text(report.table1_page(model))
         t2 = report.table2(params.model_kwargs(model))
         t2.to_csv(tmp / "table2.csv", index=False)
-        (tmp / "table2.md").write_text(
-            "# Table 2: number of parameters\n\nCounted from the built models; full scale = crop 224, "
-            "width 1, FC 4096, 1000 classes.\n\n" + report.markdown(t2))
+        (tmp / "table2.md").write_text(report.table2_page(t2))
 
         intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
                  f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
@@ -94,18 +90,14 @@ def main(argv=None):
             (tmp / f"{name}.md").write_text(
                 report.results_page(report.TABLE_TITLES[name], intro, frame, sections.get(name)))
         claims.to_csv(tmp / "claims.csv")
-        (tmp / "claims.md").write_text(report.results_page(
-            "The paper's claims, tested", f"X beats Y: the difference is err(Y) - err(X) in top-1 error points "
-            f"(positive = X better), with its {settings['confidence']:.0%} percentile interval from "
-            f"{settings['bootstrap_samples']:,} paired bootstrap resamples of the test images. Verdict: "
-            "reproduced if the interval lies above 0, contradicted if below, else inconclusive; for a "
-            "'does not help' claim, contradicted only if X is significantly better.", claims))
+        (tmp / "claims.md").write_text(report.claims_page(claims, settings["confidence"],
+                                                          settings["bootstrap_samples"]))
 
         figures.training_curves(curves, tmp / "training_curves.png")
         figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
         figures.error_vs_test_scale(tables.scale_errors(paper, read), tmp / "error_vs_test_scale.png")
         (tmp / "README.md").write_text(report.readme(
-            data, model, schedules, compute, n_images, claims, training_summary(curves),
+            data, model, schedules, compute, n_images, claims, training_summary(curves, args.logs),
             settings["confidence"], args.metrics))
         io.replace_dir(tmp, args.out)
     finally:

@@ -5,6 +5,7 @@ Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -88,17 +89,22 @@ def main(argv=None):
     run = args.out.stem
     if rank == 0:
         print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
+    start = time.perf_counter()
     history = train.train(model, data.Transformed(train_set, train_transform), val_set,
                           val_transform, hp, run, fp, device, rank, world, logger)
     if rank == 0:
+        # Wall time of this invocation (a resumed run counts only its own part).
+        seconds = time.perf_counter() - start
+        live.summary["wall_seconds"] = round(seconds, 1)
         live.end()
         record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
                                      (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
-                                     init_file=args.init)
+                                     init_file=args.init, device=str(device), processes=world,
+                                     wall_seconds=seconds)
         io.atomic_save(record, args.out)
         last = history[-1]
         print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
-              f"after {last['epoch']} epochs -> {args.out}")
+              f"after {last['epoch']} epochs in {seconds:.0f} s -> {args.out}")
 
 
 if __name__ == "__main__":

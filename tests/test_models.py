@@ -5,7 +5,8 @@ import torchvision
 from torch import nn
 
 from vgg import models
-from vgg.models import CONFIGS, build_model, count_parameters, depth, init_from_net_a, initialise
+from vgg.models import (CONFIGS, LocalResponseNorm, build_model, count_parameters, depth, init_from_net_a,
+                        initialise)
 from vgg.report import table1
 
 # Table 2 (exact counts at 1000 classes, 224 crop, FC 4096).
@@ -181,13 +182,23 @@ def test_a_lrn_has_lrn_after_first_conv():
     assert isinstance(features[0], nn.Conv2d)
     assert isinstance(features[1], nn.ReLU)
     lrn = features[2]
-    assert isinstance(lrn, nn.LocalResponseNorm)
+    assert isinstance(lrn, LocalResponseNorm)
     assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 2.0)
     assert isinstance(features[3], nn.MaxPool2d)
     # Exactly one LRN layer in A-LRN, none in any other net.
-    assert sum(isinstance(m, nn.LocalResponseNorm) for m in features) == 1
+    assert sum(isinstance(m, LocalResponseNorm) for m in features) == 1
     for net in ("A", "B", "C", "D", "E"):
-        assert not any(isinstance(m, nn.LocalResponseNorm) for m in small(net).features)
+        assert not any(isinstance(m, LocalResponseNorm) for m in small(net).features)
+
+
+@pytest.mark.parametrize("channels, size", [(8, 5), (64, 5), (7, 4)])
+def test_lrn_equals_torchs_local_response_norm(channels, size):
+    x = (torch.randn(4, channels, 9, 9, generator=torch.Generator().manual_seed(0)) * 60).relu()
+    ours = LocalResponseNorm(channels, size, alpha=1e-4, beta=0.75, k=2.0)
+    torch.testing.assert_close(ours(x), nn.LocalResponseNorm(size, 1e-4, 0.75, 2.0)(x))
+    torch.testing.assert_close(ours(x.contiguous(memory_format=torch.channels_last)),
+                               nn.LocalResponseNorm(size, 1e-4, 0.75, 2.0)(x))
+    assert ours.state_dict() == {}
 
 
 def test_lrn_settings_are_passed_through():

@@ -70,7 +70,8 @@ def write_logs(root):
         for name, values in (("val_top1_err", 40 - 5 * steps - i), ("train_loss", 2.0 / (steps + 1)),
                              ("lr", [0.01, 0.01, 0.001, 0.001])):
             pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
-        (root / run / "metrics.json").write_text(json.dumps({"step": 3, "val_top1_err": 25.0 - i}))
+        (root / run / "metrics.json").write_text(json.dumps({"step": 3, "val_top1_err": 25.0 - i,
+                                                            "wall_seconds": 10.0 + i}))
 
 
 def write_params(path, ensembles=ENSEMBLES, report=REPORT):

@@ -50,6 +50,30 @@ def table2(scaled_kwargs, nets=TABLE1_NETS):
     return pd.DataFrame(rows)
 
 
+def table1_page(model):
+    """reports/table1.md: Table 1 at full scale and at the configured scale."""
+    scaled = table1(width=model["width"], fc_width=model["fc_width"], num_classes=model["num_classes"])
+    return ("# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
+            "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
+            + markdown(table1(), index=True)
+            + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
+            f"{model['num_classes']} classes, crop {model['crop']})\n\n" + markdown(scaled, index=True))
+
+
+def table2_page(frame):
+    return ("# Table 2: number of parameters\n\nCounted from the built models; full scale = crop 224, "
+            "width 1, FC 4096, 1000 classes.\n\n" + markdown(frame))
+
+
+def claims_page(claims, confidence, samples):
+    return results_page(
+        "The paper's claims, tested", f"X beats Y: the difference is err(Y) - err(X) in top-1 error points "
+        f"(positive = X better), with its {confidence:.0%} percentile interval from {samples:,} paired "
+        "bootstrap resamples of the test images. Verdict: reproduced if the interval lies above 0, "
+        "contradicted if below, else inconclusive; for a 'does not help' claim, contradicted only if X "
+        "is significantly better.", claims)
+
+
 def markdown(frame, index=False, **tabulate_options):
     return frame.to_markdown(index=index, **tabulate_options) + "\n"
 
