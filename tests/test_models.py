@@ -355,16 +355,3 @@ def test_flops_per_image_counts_conv_and_fc():
     first = model.features[0]
     assert conv_32 > 2 * 32 * 32 * first.out_channels * 3 * 9
 
-
-@pytest.mark.parametrize("size, cells", [(37, 2), (55, 2), (73, 3), (41, 2)])
-def test_dense_score_map_covers_the_whole_image(size, cells):
-    # §3.2 applies the net to the whole image: with Caffe's ceil-mode pooling no border is dropped,
-    # so the bottom-right corner changes the score map at any Q, not only at multiples of 32.
-    model = build_model("A", width=1 / 16, fc_width=32, num_classes=10, crop=32).eval()
-    x = torch.randn(1, 3, size, size)
-    with torch.no_grad():
-        scores = model.forward_dense(x)
-        y = x.clone()
-        y[..., -3:, -3:] += 50
-        assert scores.shape[-2:] == (cells, cells)
-        assert not torch.equal(scores, model.forward_dense(y))

@@ -122,3 +122,19 @@ def test_repro_renders_every_table_and_metric(repo):
     top1 = record["posteriors"][256].argmax(1)
     err = 100.0 * (top1 != record["labels"]).double().mean().item()
     assert metrics["table3.A.S256.Q256.top1"] == pytest.approx(err, abs=1e-3)
+
+
+def test_run_cache_restores_a_trained_model_instead_of_training_again(repo):
+    # Curves are plots and numbers metrics (not cache: false outs, not persisted checkpoints),
+    # so DVC's run cache keeps every training: going back to old params restores, never retrains.
+    path, env, _ = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    before = (path / "models" / "A_256.pt").read_bytes()
+    params["train"]["lr"] = 0.005
+    write_params(path / "params.yaml", params)
+    assert "Running stage 'train_scratch@A'" in sh("dvc repro -s train_scratch@A", path, env).stdout
+    params["train"]["lr"] = 0.01
+    write_params(path / "params.yaml", params)
+    out = sh("dvc repro -s train_scratch@A", path, env).stdout
+    assert "skipping run, checking out outputs" in out and "Running stage" not in out
+    assert (path / "models" / "A_256.pt").read_bytes() == before

@@ -90,10 +90,7 @@ def make_layers(net, width=1.0, lrn=None):
     for token in CONFIGS[net]:
         kind, *spec = parse_token(token)
         if kind == "pool":
-            # ceil_mode as in the authors' Caffe: identical at sizes divisible by 32 (every crop,
-            # torchvision's 224), but dense evaluation at any Q then covers the whole image
-            # instead of dropping the last rows and columns that do not fill a pooling window.
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         elif kind == "lrn":
             layers.append(LocalResponseNorm(in_channels, lrn["size"], alpha=lrn["alpha"], beta=lrn["beta"],
                                             k=lrn["k"]))
