@@ -69,10 +69,17 @@ def test_dense_at_crop_size_equals_forward():
     assert not torch.allclose(got, torch.full_like(got, 0.1), atol=1e-3)
 
 
+def test_score_map_grid_is_centred_on_the_image():
+    x = torch.zeros(1, 3, 55, 73)
+    assert E.centre_on_pooling_grid(x).shape[-2:] == (55 - 11, 73 - 4)
+    assert E.centre_on_pooling_grid(torch.zeros(1, 3, 64, 96)).shape[-2:] == (64, 96)  # the paper's Q
+
+
 def test_dense_averages_the_class_score_map_over_a_larger_image():
     model, dataset = tiny_model(), tensor_set(2, size=28)
     got = E.dense_evaluate(model, dataset, 70, MEAN, batch_size=4, device="cpu")
     x = torch.stack([rescale(dataset.image(i), 70) for i in range(2)]) - torch.tensor(MEAN)[:, None, None]
+    x = x[..., 3:, 3:]  # 70 = 2 x 32 + 6: the pooling grid is centred, 3 rows/columns before it
     with torch.no_grad():
         score_map = model.forward_dense(x)
         flipped = model.forward_dense(x.flip(-1))

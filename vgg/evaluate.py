@@ -60,6 +60,23 @@ def _test_images(dataset, scale, mean, device, num_workers):
         yield index, rescale(image.to(device, non_blocking=True), scale) - mean
 
 
+# Five 2x2 max-pools: one cell of the class score map per 32 x 32 pixels.
+POOL_STRIDE = 32
+
+
+def centre_on_pooling_grid(x):
+    """Drop half the rows and columns that do not fill a 32-pixel pooling cell from the top and
+    left, so the score map's cells sit centred on the image (the rest stays as context).
+
+    At the paper's scales (Q = 224 ... 512, all multiples of 32) this changes nothing. At small
+    crops (Q = 37, 55, 73 px for crop 32) a top-left-anchored grid would score only the top-left
+    32 x 32 window of a 55-pixel image.
+    """
+    top = (x.shape[-2] % POOL_STRIDE) // 2
+    left = (x.shape[-1] % POOL_STRIDE) // 2
+    return x[..., top:, left:]
+
+
 def _prepare(model, device):
     # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions run faster in that layout.
     return model.eval().to(device, memory_format=torch.channels_last)
@@ -82,12 +99,14 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
 
     def run(shape):
         indices, images = zip(*pending.pop(shape))
-        x = torch.stack(images).contiguous(memory_format=torch.channels_last)
+        x = centre_on_pooling_grid(torch.stack(images))
+        x = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
         with _autocast(device):
-            scores = model.forward_dense(torch.cat([x, x.flip(-1)]))
+            scores = model.forward_dense(x)
         # §3.2: the class score map is spatially averaged; posteriors of the image and its flip averaged.
         posteriors = F.softmax(scores.float().mean((2, 3)), dim=1)
-        out[list(indices)] = ((posteriors[:len(x)] + posteriors[len(x):]) / 2).cpu()
+        n = len(indices)
+        out[list(indices)] = ((posteriors[:n] + posteriors[n:]) / 2).cpu()
 
     for index, image in _test_images(dataset, scale, mean, device, num_workers):
         shape = tuple(image.shape)
