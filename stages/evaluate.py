@@ -42,7 +42,7 @@ def main(argv=None):
     start = time.perf_counter()
     posteriors = evaluate.evaluate_model(model, test_set, scales, args.protocol, stats["mean"], crop,
                                          settings["batch_size"], device, settings["grid"],
-                                         settings["num_workers"])
+                                         settings["num_workers"], settings["bf16"])
     seconds = time.perf_counter() - start
     run = args.model.stem
     io.atomic_save(evaluate.posterior_record(run, model.net, record["train_scale"], args.protocol, posteriors,

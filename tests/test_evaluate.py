@@ -203,7 +203,7 @@ def stage_inputs(root, train_scale=(256, 512), n=6):
     params = {"model": {"width": 0.0625, "fc_width": 32, "crop": CROP, "num_classes": 10, "lrn_size": 5,
                         "lrn_alpha": 0.0001, "lrn_beta": 0.75, "lrn_k": 2.0},
               "evaluate": {"batch_size": 64, "scale_offset": 32, "grid": 5,
-                           "num_workers": 0}}
+                           "num_workers": 0, "bf16": False}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--params", str(root / "params.yaml"), "--model", str(root / "D_256-512.pt"),
             "--test", str(root / "test.pt"), "--mean-rgb", str(root / "mean_rgb.json")]

@@ -5,12 +5,11 @@ and nets can be combined later by averaging posteriors (§4.2-4.4). Scales are i
 units (for a 224 crop) everywhere except inside `dense_evaluate` and `multi_crop_evaluate`,
 which take pixels.
 """
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .device import autocast
 from .io import StageError, load
 from .params import PROTOCOLS, pixels
 from .transforms import rescale
@@ -43,12 +42,6 @@ def crop_positions(height, width, crop, grid=5):
     if height < crop or width < crop:
         raise ValueError(f"image {height}x{width} is smaller than the crop {crop}")
     return [(top, left) for top in steps(height - crop) for left in steps(width - crop)]
-
-
-def _autocast(device):
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _test_images(dataset, scale, mean, device, num_workers):
@@ -87,10 +80,11 @@ def _num_classes(model):
 
 
 @torch.inference_mode()
-def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=0):
+def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=0, bf16=False):
     """N x C posteriors of the fully convolutional net on whole images rescaled to `scale` pixels (§3.2).
 
-    `batch_size` counts network inputs, each image's horizontal flip included.
+    `batch_size` counts network inputs, each image's horizontal flip included. `bf16`: autocast
+    where the device runs it natively (`vgg.device`).
     """
     model = _prepare(model, device)
     out = torch.empty(len(dataset), _num_classes(model))
@@ -101,7 +95,7 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
         indices, images = zip(*pending.pop(shape))
         x = centre_on_pooling_grid(torch.stack(images))
         x = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
+        with autocast(device, bf16):
             scores = model.forward_dense(x)
         # §3.2: the class score map is spatially averaged; posteriors of the image and its flip averaged.
         posteriors = F.softmax(scores.float().mean((2, 3)), dim=1)
@@ -128,10 +122,12 @@ def _crops(image, crop, grid):
 
 
 @torch.inference_mode()
-def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid=5, num_workers=0):
+def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid=5, num_workers=0,
+                        bf16=False):
     """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3).
 
-    `batch_size` counts crops per forward pass; crops of several images share one pass.
+    `batch_size` counts crops per forward pass; crops of several images share one pass. `bf16` as
+    in `dense_evaluate`.
     """
     model = _prepare(model, device)
     out = torch.empty(len(dataset), _num_classes(model))
@@ -143,7 +139,7 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
         x = torch.cat(crops).contiguous(memory_format=torch.channels_last)
         posteriors = []
         for chunk in x.split(batch_size):
-            with _autocast(device):
+            with autocast(device, bf16):
                 posteriors.append(F.softmax(model(chunk).float(), dim=1))
         out[indices] = torch.cat(posteriors).view(len(indices), per_image, -1).mean(1).cpu()
         indices.clear()
@@ -159,7 +155,8 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
     return out
 
 
-def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid=5, num_workers=0):
+def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid=5, num_workers=0,
+                   bf16=False):
     """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` ('dense' or 'multi-crop')."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
@@ -167,10 +164,10 @@ def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, dev
     for q in scales:
         size = pixels(q, crop)
         if protocol == "dense":
-            results[q] = dense_evaluate(model, dataset, size, mean, batch_size, device, num_workers)
+            results[q] = dense_evaluate(model, dataset, size, mean, batch_size, device, num_workers, bf16)
         else:
             results[q] = multi_crop_evaluate(model, dataset, size, mean, crop, batch_size, device, grid,
-                                             num_workers)
+                                             num_workers, bf16)
     return results
 
 

@@ -104,6 +104,7 @@ SCHEMA = {
         "scale_offset": (int, _non_negative, "must be >= 0"),
         "grid": (int, _positive, "must be > 0"),
         "num_workers": (int, _non_negative, "must be >= 0"),
+        "bf16": (bool, None, ""),
     },
     "fuse": {
         "ensembles": (dict, None, ""),

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .device import autocast as mixed_precision
 from .io import StageError, atomic_save, load
 from .transforms import centre_crop
 
@@ -176,7 +177,7 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
 
     is_main = rank == 0
     cuda = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and hp["bf16"] else nullcontext
+    autocast = partial(mixed_precision, device, hp["bf16"])
     # channels_last also on CPU: oneDNN convolutions run 1.3-1.5x faster so (benchmarks/run.py).
     memory_format = torch.channels_last if hp["channels_last"] else torch.contiguous_format
     model.to(device, memory_format=memory_format)
