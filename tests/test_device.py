@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -28,7 +30,17 @@ def test_bf16_on_a_native_cpu_runs_in_bf16_close_to_fp32():
     torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05 * reference.abs().max().item())
 
 
+def test_a_cpu_without_bf16_kernels_stays_fp32(monkeypatch):
+    # Emulated bf16 would be slower than fp32, so such a CPU must not get autocast.
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not device.bf16_native("cpu")
+    net, x = tiny_net(), torch.randn(2, 3, 32, 32)
+    with device.autocast("cpu", bf16=True):
+        out = net(x)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, net(x))
+
+
 def test_an_unknown_device_type_gets_no_autocast():
     assert not device.bf16_native("meta")
-    with device.autocast("meta", bf16=True):
-        assert not torch.is_autocast_enabled("cpu")
+    assert isinstance(device.autocast("meta", bf16=True), contextlib.nullcontext)
