@@ -161,22 +161,16 @@ def run_failing_stage(module, argv, capsys):
     return lines[0]
 
 
-def test_prepare_stage_rejects_an_unknown_dataset_before_writing(tmp_path, params, capsys):
-    params["data"]["dataset"] = "imagenet"
+@pytest.mark.parametrize("stage, section, key, value, out", [
+    ("prepare", "data", "dataset", "imagenet", "prepared"),
+    ("report", "model", "crop", 100, "reports"),
+])
+def test_stage_rejects_a_bad_param_before_writing(tmp_path, params, capsys, stage, section, key, value, out):
+    params[section][key] = value
     path = write(tmp_path / "params.yaml", params)
-    out = tmp_path / "prepared"
-    line = run_failing_stage(stages.prepare, ["--params", path, "--out", str(out)], capsys)
-    assert line.startswith("error: data.dataset")
-    assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
-
-def test_report_stage_rejects_a_bad_crop_before_writing(tmp_path, params, capsys):
-    params["model"]["crop"] = 100
-    path = write(tmp_path / "params.yaml", params)
-    out = tmp_path / "reports"
-    line = run_failing_stage(stages.report, ["--params", path, "--out", str(out)], capsys)
-    assert line.startswith("error: model.crop")
+    out = tmp_path / out
+    line = run_failing_stage(getattr(stages, stage), ["--params", path, "--out", str(out)], capsys)
+    assert line.startswith(f"error: {section}.{key}")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 

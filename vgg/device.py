@@ -2,9 +2,9 @@
 
 bf16 autocast halves the bytes moved and, on hardware with bf16 units, doubles the arithmetic
 rate: CUDA GPUs, and CPUs whose oneDNN has bf16 kernels (AVX512-BF16 or AMX). On this project's
-2-core AMD EPYC (AVX512-BF16) it makes the default's forward pass 2.0-2.7x and a training step
-1.4x faster (benchmarks/run.py). On a CPU without them oneDNN would emulate bf16, slower than
-fp32, so such CPUs stay in fp32. Weights, gradients and the optimiser stay fp32 either way.
+2-core AMD EPYC (AVX512-BF16) it makes a full-width training step 1.5-2x faster (benchmarks/run.py,
+step 1). On a CPU without them oneDNN would emulate bf16, slower than fp32, so such CPUs stay in
+fp32. Weights, gradients and the optimiser stay fp32 either way.
 """
 import contextlib
 
