@@ -46,6 +46,7 @@ def main(argv=None):
     parser.add_argument("--preds", default="preds", type=Path, help="holds <run>/<protocol>.pt")
     parser.add_argument("--ensembles", default="preds/ensembles", type=Path, help="holds <ensemble>.pt")
     parser.add_argument("--logs", default="logs", type=Path, help="holds <run>/plots/metrics/*.tsv")
+    parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
     parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
     parser.add_argument("--out", default="reports", type=Path)
     parser.add_argument("--metrics", default="metrics/tables.json", type=Path)
@@ -69,6 +70,7 @@ def main(argv=None):
     claims = tables.claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"],
                            settings["confidence"])
     curves = figures.load_curves(args.logs, settings["runs"])
+    test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)
     n_images = len(results[0].correct1)
 
@@ -93,12 +95,13 @@ def main(argv=None):
         (tmp / "claims.md").write_text(report.claims_page(claims, settings["confidence"],
                                                           settings["bootstrap_samples"]))
 
+        samples = figures.sample_images(test_split, tmp / "samples.png")
         figures.training_curves(curves, tmp / "training_curves.png")
         figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
         figures.error_vs_test_scale(tables.scale_errors(paper, read), tmp / "error_vs_test_scale.png")
         (tmp / "README.md").write_text(report.readme(
             data, model, schedules, compute, n_images, claims, training_summary(curves, args.logs),
-            settings["confidence"], args.metrics))
+            settings["confidence"], args.metrics, samples))
         io.replace_dir(tmp, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,7 +48,7 @@ def make_imagefolder(root, classes=CLASSES, n_train=4, n_val=2):
 
 def data_section(root, **overrides):
     return {"dataset": "imagefolder", "root": str(root), "val_size": 3, "seed": 0,
-            "train_limit": 0, "test_limit": 0, "verify_images": True, **overrides}
+            "object_scale": [1.0, 1.0], "train_limit": 0, "test_limit": 0, "verify_images": True, **overrides}
 
 
 def write_params(path, data_params):
@@ -93,8 +93,11 @@ def test_prepare_imagefolder_val_size_and_seed(tmp_path):
 
 def test_prepare_imagefolder_limits(tmp_path):
     root = make_imagefolder(tmp_path / "ilsvrc")
-    _, meta = data.prepare(data_section(root, train_limit=8, test_limit=4, val_size=2))
+    store, meta = data.prepare(data_section(root, train_limit=8, test_limit=4, val_size=2))
     assert meta["sizes"] == {"train": 6, "val": 2, "test": 4}
+    # The tree lists class by class; the subset still holds every class.
+    assert sorted(set(store["train"]["labels"].tolist() + store["val"]["labels"].tolist())) == [0, 1, 2]
+    assert sorted(set(store["test"]["labels"].tolist())) == [0, 1, 2]
 
 
 def test_imageset_image_is_uint8_rgb_of_the_file_size(tmp_path):
@@ -247,7 +250,7 @@ def fashion_mnist():
 
 def fashion_section(**overrides):
     return {"dataset": "fashion_mnist", "root": str(FASHION_MNIST), "val_size": 50, "seed": 0,
-            "train_limit": 300, "test_limit": 100, "verify_images": True, **overrides}
+            "object_scale": [0.5, 1.0], "train_limit": 300, "test_limit": 100, "verify_images": True, **overrides}
 
 
 @needs_fashion_mnist
@@ -266,26 +269,76 @@ def test_load_fashion_mnist(fashion_mnist):
 
 @needs_fashion_mnist
 def test_prepare_fashion_mnist_splits(fashion_mnist):
-    store, meta = data.prepare(fashion_section())
+    store, meta = data.prepare(fashion_section(object_scale=[1.0, 1.0]))
     assert meta["sizes"] == {"train": 250, "val": 50, "test": 100}
     assert meta["classes"] == list(data.FASHION_MNIST_CLASSES)
     assert meta["source"] == "Fashion-MNIST"
 
+    # train + val are the stratified 300 of the 60k, test the stratified 100 of the 10k, unchanged.
     raw_images, raw_labels = fashion_mnist["train"]
-    index = {raw_images[i].numpy().tobytes(): i for i in range(300)}
-    assert len(index) == 300  # the first 300 images are distinct, so equality identifies them
+    chosen = data.limit(raw_labels, 300, 0)
+    assert raw_labels[chosen].bincount().tolist() == [30] * 10
+    index = {raw_images[i].numpy().tobytes(): int(i) for i in chosen}
     train_idx = [index[im.numpy().tobytes()] for im in store["train"]["images"]]
     val_idx = [index[im.numpy().tobytes()] for im in store["val"]["images"]]
     assert not set(train_idx) & set(val_idx)
-    assert sorted(train_idx + val_idx) == list(range(300))
+    assert sorted(train_idx + val_idx) == chosen.tolist()
     assert store["train"]["labels"].tolist() == raw_labels[train_idx].tolist()
     assert store["val"]["labels"].tolist() == raw_labels[val_idx].tolist()
 
     test_images, test_labels = fashion_mnist["test"]
-    assert torch.equal(store["test"]["images"], test_images[:100])
-    assert torch.equal(store["test"]["labels"], test_labels[:100])
+    test_idx = data.limit(test_labels, 100, 1)
+    assert torch.equal(store["test"]["images"], test_images[test_idx])
+    assert torch.equal(store["test"]["labels"], test_labels[test_idx])
+    assert torch.equal(store["test"]["boxes"], data.tight_boxes(test_images[test_idx]))
     image, label = data.ImageSet(store["val"])[0]
     assert image.shape == (3, 28, 28) and image.dtype == torch.uint8 and 0 <= label < 10
+
+
+@needs_fashion_mnist
+def test_scale_varied_fashion_mnist_shrinks_and_moves_each_garment_inside_its_box(fashion_mnist):
+    images = fashion_mnist["test"][0][:2000]
+    out, boxes = data.scale_objects(images, [0.5, 1.0], seed=3)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    x0, y0, x1, y1 = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 28).all() and (y1 <= 28).all()
+    # Every lit pixel lies inside its image's box, and the box is tight: each side touches one.
+    mask = out.amax(1) > 0
+    cols, rows = torch.arange(28)[None, None, :], torch.arange(28)[None, :, None]
+    inside = ((cols >= x0[:, None, None]) & (cols < x1[:, None, None])
+              & (rows >= y0[:, None, None]) & (rows < y1[:, None, None]))
+    assert not (mask & ~inside).any()
+    assert mask[torch.arange(len(out)), y0].any() and mask[torch.arange(len(out)), y1 - 1].any()
+    assert (mask.any(1)[torch.arange(len(out)), x0]).all() and (mask.any(1)[torch.arange(len(out)), x1 - 1]).all()
+    # Box sides shrink by factors in [0.5, 1], spread over the whole range (log-uniform: median ~0.71).
+    ratio = (x1 - x0).double() / (data.tight_boxes(images)[:, 2] - data.tight_boxes(images)[:, 0])
+    assert ratio.min() > 0.4 and ratio.max() < 1.2  # antialiasing may light a pixel beyond the shrunk box
+    assert 0.62 < ratio.median() < 0.8
+    # Objects at many places: the box centres spread over the canvas.
+    assert ((x0 + x1) / 2).double().std() > 2
+    again, boxes_again = data.scale_objects(images, [0.5, 1.0], seed=3)
+    assert torch.equal(again, out) and torch.equal(boxes_again, boxes)
+    assert not torch.equal(data.scale_objects(images, [0.5, 1.0], seed=4)[0], out)
+
+
+@needs_fashion_mnist
+def test_object_scale_1_is_plain_fashion_mnist(fashion_mnist):
+    images = fashion_mnist["train"][0][:500]
+    out, boxes = data.scale_objects(images, [1.0, 1.0], seed=0)
+    assert torch.equal(out, images)
+    assert torch.equal(boxes, data.tight_boxes(images))
+
+
+def test_limit_takes_a_seeded_class_stratified_subset():
+    # Sorted by class, as an ImageFolder list is: the first 10 would all be class 0.
+    labels = torch.arange(5).repeat_interleave(20)
+    chosen = data.limit(labels, 10, seed=0)
+    assert labels[chosen].bincount().tolist() == [2] * 5
+    assert chosen.tolist() == sorted(chosen.tolist())
+    assert not torch.equal(chosen, data.limit(labels, 10, seed=1))
+    assert torch.equal(chosen, data.limit(labels, 10, seed=0))
+    assert len(data.limit(labels, 7, seed=0).unique()) == 7
+    assert torch.equal(data.limit(labels, 0, seed=0), torch.arange(100))
 
 
 @needs_fashion_mnist
@@ -296,7 +349,8 @@ def test_fashion_mnist_validation_split_is_set_by_the_seed():
     assert torch.equal(first["val"]["images"], again["val"]["images"])
     assert torch.equal(first["train"]["images"], again["train"]["images"])
     assert not torch.equal(first["val"]["images"], other["val"]["images"])
-    assert torch.equal(first["test"]["images"], other["test"]["images"])
+    # The seed also draws each garment's scale and place, so the derived test set changes with it.
+    assert torch.equal(first["test"]["labels"].bincount(), other["test"]["labels"].bincount())
 
 
 def write_idx(path, array):

@@ -8,7 +8,7 @@ from vgg import device, models
 
 def tiny_net():
     torch.manual_seed(0)
-    return models.build_model("A", width=0.0625, fc_width=16, num_classes=10, crop=32).eval()
+    return models.build_model("A", width=0.0625, fc_width=16, num_classes=10, crop=28).eval()
 
 
 def test_bf16_off_is_plain_fp32():

@@ -13,7 +13,7 @@ from vgg import io, models
 from vgg.data import ImageSet
 from vgg.transforms import rescale
 
-CROP = 32
+CROP = 28
 MEAN = [120.0, 110.0, 100.0]
 KWARGS = {"width": 1 / 16, "fc_width": 32, "num_classes": 10, "crop": CROP, "dropout": 0.5}
 
@@ -70,16 +70,19 @@ def test_dense_at_crop_size_equals_forward():
 
 
 def test_score_map_grid_is_centred_on_the_image():
-    x = torch.zeros(1, 3, 55, 73)
-    assert E.centre_on_pooling_grid(x).shape[-2:] == (55 - 11, 73 - 4)
-    assert E.centre_on_pooling_grid(torch.zeros(1, 3, 64, 96)).shape[-2:] == (64, 96)  # the paper's Q
+    # Full scale: a 384 x 500 ILSVRC image loses 500 mod 32 = 20 columns to the pooling grid,
+    # 10 of them on the left (here) and 10 on the right (by floor-mode pooling).
+    assert E.centre_on_pooling_grid(torch.zeros(1, 3, 384, 500), 32).shape[-2:] == (384, 500 - 10)
+    assert E.centre_on_pooling_grid(torch.zeros(1, 3, 55, 73), 32).shape[-2:] == (55 - 11, 73 - 4)
+    # The default (stride 4): every Q in pixels is a multiple of 4, nothing is dropped.
+    assert E.centre_on_pooling_grid(torch.zeros(1, 3, 48, 64), 4).shape[-2:] == (48, 64)
 
 
 def test_dense_averages_the_class_score_map_over_a_larger_image():
     model, dataset = tiny_model(), tensor_set(2, size=28)
-    got = E.dense_evaluate(model, dataset, 70, MEAN, batch_size=4, device="cpu")
-    x = torch.stack([rescale(dataset.image(i), 70) for i in range(2)]) - torch.tensor(MEAN)[:, None, None]
-    x = x[..., 3:, 3:]  # 70 = 2 x 32 + 6: the pooling grid is centred, 3 rows/columns before it
+    got = E.dense_evaluate(model, dataset, 34, MEAN, batch_size=4, device="cpu")
+    x = torch.stack([rescale(dataset.image(i), 34) for i in range(2)]) - torch.tensor(MEAN)[:, None, None]
+    x = x[..., 1:, 1:]  # 34 = 8 x 4 + 2: the pooling grid is centred, 1 row/column before it
     with torch.no_grad():
         score_map = model.forward_dense(x)
         flipped = model.forward_dense(x.flip(-1))
@@ -170,8 +173,8 @@ def test_posteriors_are_rows_summing_to_one(protocol):
 def test_evaluate_model_converts_paper_scales_to_pixels():
     model, dataset = tiny_model(), tensor_set(2, size=28)
     got = E.evaluate_model(model, dataset, [256], "dense", MEAN, CROP, 8, "cpu")
-    # Q=256 at a 32 crop is round(256 * 32 / 224) = 37 pixels.
-    torch.testing.assert_close(got[256], E.dense_evaluate(model, dataset, 37, MEAN, 8, "cpu"))
+    # Q=256 at a 28 crop is round(256 * 28 / 224) = 32 pixels.
+    torch.testing.assert_close(got[256], E.dense_evaluate(model, dataset, 32, MEAN, 8, "cpu"))
     with pytest.raises(ValueError, match="protocol"):
         E.evaluate_model(model, dataset, [256], "ten-crop", MEAN, CROP, 8, "cpu", 5)
 

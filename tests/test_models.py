@@ -21,7 +21,7 @@ TABLE_2 = {
 SMALL = {"width": 1 / 16, "fc_width": 32, "num_classes": 10}
 
 
-def small(net, crop=32, **kwargs):
+def small(net, crop=28, **kwargs):
     return build_model(net, **{**SMALL, "crop": crop, **kwargs})
 
 
@@ -64,7 +64,7 @@ def test_torchvision_weights_load_and_give_identical_logits(net, tv_name):
 
 
 @pytest.mark.parametrize("net", ["A", "A-LRN", "C", "E", "B-5x5"])
-@pytest.mark.parametrize("crop", [32, 64])
+@pytest.mark.parametrize("crop", [28, 56])
 def test_dense_equals_forward_at_crop_size(net, crop):
     torch.manual_seed(0)
     model = small(net, crop=crop).eval()
@@ -77,13 +77,13 @@ def test_dense_equals_forward_at_crop_size(net, crop):
     torch.testing.assert_close(dense[:, :, 0, 0], logits)
 
 
-@pytest.mark.parametrize("crop, size", [(64, 96), (32, 96), (64, 64 + 32 * 3), (32, 160)])
+@pytest.mark.parametrize("crop, size", [(56, 72), (28, 40), (56, 56 + 8 * 3), (28, 64)])
 def test_dense_score_map_size_and_values_on_larger_images(crop, size):
     torch.manual_seed(0)
     model = small("A", crop=crop).eval()
     x = torch.randn(2, 3, size, size)
-    k = crop // 32
-    side = size // 32 - k + 1
+    k = 7
+    side = size // model.stride - k + 1
     with torch.no_grad():
         dense = model.forward_dense(x)
         features = model.features(x)
@@ -97,11 +97,38 @@ def test_dense_score_map_size_and_values_on_larger_images(crop, size):
                 torch.testing.assert_close(dense[:, :, i, j], model.classifier(torch.flatten(window, 1)))
 
 
+@pytest.mark.parametrize("crop, stride", [(224, 32), (112, 16), (56, 8), (28, 4), (14, 2), (7, 1)])
+def test_pools_follow_the_crop_so_the_last_conv_map_is_7x7(crop, stride):
+    with torch.device("meta"):
+        model = build_model("E", crop=crop, width=1 / 16, fc_width=32, num_classes=10)
+    assert model.stride == stride
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.features) == stride.bit_length() - 1
+    # Every conv of Table 1 is kept, and fc6 is a 7 x 7 layer over the last map.
+    assert sum(isinstance(m, nn.Conv2d) for m in model.features) == 16
+    assert model.classifier[0].in_features == model.channels * 49
+
+
+@pytest.mark.parametrize("q, cells", [(256, 2), (384, 6), (512, 10)])
+def test_dense_score_map_has_the_papers_cell_counts_at_the_default_crop(q, cells):
+    # §3.2: at Q = 256, 384, 512 the paper's map is Q / 32 - 6 cells per side; crop 28 keeps it.
+    from vgg.params import pixels
+    model = small("D", crop=28).eval()
+    with torch.no_grad():
+        dense = model.forward_dense(torch.zeros(1, 3, pixels(q, 28), pixels(q, 28)))
+    assert dense.shape[-2:] == (cells, cells) == (q // 32 - 6, q // 32 - 6)
+
+
+@pytest.mark.parametrize("crop", [32, 30, 448, 0])
+def test_a_crop_that_cannot_give_a_7x7_map_is_refused(crop):
+    with pytest.raises(ValueError, match=f"crop {crop} is not 7 x 2"):
+        build_model("A", crop=crop)
+
+
 def test_dense_shares_parameters_with_forward():
     torch.manual_seed(0)
-    model = small("B", crop=64).eval()
+    model = small("B", crop=56).eval()
     before = [(name, p.data_ptr()) for name, p in model.named_parameters()]
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, 72, 72)
     with torch.no_grad():
         first = model.forward_dense(x)
     after = [(name, p.data_ptr()) for name, p in model.named_parameters()]
@@ -208,7 +235,7 @@ def test_lrn_settings_are_passed_through():
 
 @pytest.mark.parametrize("std", [0.01, 0.05])
 def test_initialise_normal_std_and_zero_biases(std):
-    model = build_model("A", width=0.25, fc_width=512, num_classes=10, crop=32)
+    model = build_model("A", width=0.25, fc_width=512, num_classes=10, crop=28)
     initialise(model, "normal", std=std, generator=torch.Generator().manual_seed(0))
     layers = dict(model.named_weight_layers())
     for name in ("fc6", "fc7", "conv4_1", "conv5_2"):  # >= 65k weights each
@@ -231,7 +258,7 @@ def test_initialise_is_reproducible_from_its_generator():
 
 
 def test_initialise_glorot():
-    model = build_model("A", width=0.25, fc_width=512, num_classes=10, crop=32)
+    model = build_model("A", width=0.25, fc_width=512, num_classes=10, crop=28)
     initialise(model, "glorot", generator=torch.Generator().manual_seed(0))
     for name, layer in model.named_weight_layers():
         weight = layer.weight
@@ -283,16 +310,16 @@ def test_c_has_1x1_convs():
 
 
 @pytest.mark.parametrize("net", ["A", "C", "E", "B-5x5"])
-def test_convs_keep_resolution_and_five_pools_halve_it(net):
-    model = small(net, crop=64)
-    x = torch.randn(1, 3, 64, 64)
-    side = 64
+def test_convs_keep_resolution_and_the_pools_halve_it_down_to_7(net):
+    model = small(net, crop=56)
+    x = torch.randn(1, 3, 56, 56)
+    side = 56
     for layer in model.features:
         x = layer(x)
         if isinstance(layer, nn.MaxPool2d):
             side //= 2
         assert x.shape[-1] == x.shape[-2] == side
-    assert side == 2
+    assert side == 7
 
 
 def test_b_5x5_replaces_each_pair_of_b_by_one_5x5_conv():
@@ -306,7 +333,7 @@ def test_b_5x5_replaces_each_pair_of_b_by_one_5x5_conv():
 def test_unknown_net_and_bad_crop_raise():
     with pytest.raises(ValueError, match="unknown net 'F'"):
         build_model("F")
-    with pytest.raises(ValueError, match="crop 100"):
+    with pytest.raises(ValueError, match="crop 100 is not 7 x 2"):
         build_model("A", crop=100)
 
 

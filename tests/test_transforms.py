@@ -161,6 +161,16 @@ def test_colour_shift_is_added_to_every_pixel():
     assert 0.02 < along_p1.std().item() / (EIGVAL[0] / 255.0) < 0.3
 
 
+def test_the_three_colour_alphas_are_independent():
+    # Each alpha from its own two uniforms: with a uniform shared between two alphas (radius of
+    # one, angle of the next) their squares correlate at about 0.06.
+    _, _, _, _, alphas = transform(colour_std=1.0).draws(range(40000), 40, 40)
+    squares = torch.corrcoef((alphas.double() ** 2).T)
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        assert abs(squares[i, j].item()) < 0.025, (i, j)
+    torch.testing.assert_close(alphas.double().std(0), torch.ones(3, dtype=torch.float64), atol=0.03, rtol=0)
+
+
 def test_augmentation_depends_only_on_the_seed_not_the_loader():
     images = torch.stack([random_image(40, 40, seed=i) for i in range(3)])
     base = ImageSet({"kind": "tensor", "images": images, "labels": torch.tensor([0, 1, 2]), "classes": ["a", "b", "c"]})

@@ -7,11 +7,13 @@ learning-rate plateau rule (§3.1); `test` (Fashion-MNIST's 10k, ILSVRC's val) i
 tables report.
 """
 import gzip
+import math
 import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -142,18 +144,79 @@ def split_validation(n, val_size, seed):
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def limit(n, count):
-    """First `count` indices of `n` (0 = all): the tiny subsets tests and smoke runs use."""
-    return torch.arange(n if count == 0 else min(n, count))
+def limit(labels, count, seed):
+    """Sorted indices of a seeded, class-stratified subset of `count` images (0 = all): the tiny
+    subsets tests and smoke runs use. Classes take turns, so every class is in it (an ImageFolder
+    list is sorted by class: its first N images would hold only the first classes)."""
+    n = len(labels)
+    if count == 0 or count >= n:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    rank = torch.empty(n, dtype=torch.long)  # each image's place among its class in `order`
+    for c in labels.unique():
+        members = order[labels[order] == c]
+        rank[members] = torch.arange(len(members))
+    # Round-robin over classes: all first images of a class, then all second ones, ...
+    turns = rank[order] * n + torch.arange(n)
+    return order[turns.argsort()[:count]].sort().values
+
+
+def scale_objects(images, object_scale, seed):
+    """Scale-varied copies of 28 x 28 images (N x 3 x H x W uint8) and each object's tight box.
+
+    Each image is shrunk by a factor drawn log-uniformly from `object_scale` ([min, max]) and pasted
+    at a random position on a black canvas of the same size, so objects appear at many scales and
+    places, as ILSVRC's do (what scale jittering, §3.1, and multi-scale testing, §4.2, exploit).
+    Boxes are (x0, y0, x1, y1) in pixels, x1 and y1 exclusive: the tight box of each derived image's
+    non-zero pixels (Fashion-MNIST's background is exactly 0). Same numbers on every machine for a seed.
+    """
+    n, _, height, width = images.shape
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = (math.log(v) for v in object_scale)
+    factor = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64))
+    size = (factor * height).round().long().clamp(1, height)
+    u_top, u_left = torch.rand(2, n, generator=g, dtype=torch.float64)
+    top = (u_top * (height - size + 1)).long()
+    left = (u_left * (width - size + 1)).long()
+    out = torch.zeros_like(images)
+    for s in size.unique().tolist():
+        members = (size == s).nonzero().flatten()
+        if s == height:  # factor 1: the image itself (plain Fashion-MNIST)
+            out[members] = images[members]
+            continue
+        shrunk = F.interpolate(images[members].float(), size=(s, s), mode="bilinear", align_corners=False,
+                               antialias=True).round().clamp(0, 255).to(torch.uint8)
+        for j, i in enumerate(members.tolist()):
+            out[i, :, top[i]:top[i] + s, left[i]:left[i] + s] = shrunk[j]
+    return out, tight_boxes(out)
+
+
+def tight_boxes(images):
+    """(x0, y0, x1, y1) of the non-zero pixels of each of N x C x H x W images (x1, y1 exclusive);
+    the whole image where nothing is non-zero."""
+    mask = images.amax(1) > 0
+    h, w = mask.shape[-2:]
+    rows, cols = mask.any(2), mask.any(1)
+    boxes = []
+    for r, c in zip(rows, cols):
+        ys, xs = r.nonzero().flatten(), c.nonzero().flatten()
+        boxes.append([int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1] if len(xs) else [0, 0, w, h])
+    return torch.tensor(boxes, dtype=torch.long).reshape(-1, 4)
 
 
 def prepare(data):
     """The three stored splits from the validated `data` params section."""
     if data["dataset"] == "fashion_mnist":
         raw = load_fashion_mnist(data["root"])
-        store = {split: {"kind": "tensor", "images": images, "labels": labels}
-                 for split, (images, labels) in raw.items()}
+        store = {}
+        for offset, (split, (images, labels)) in enumerate(raw.items()):
+            # Derived before any subset is taken, so a smoke run sees the full run's images.
+            images, boxes = scale_objects(images, data["object_scale"], data["seed"] * 1000 + offset)
+            store[split] = {"kind": "tensor", "images": images, "labels": labels, "boxes": boxes}
         classes, source = list(FASHION_MNIST_CLASSES), "Fashion-MNIST"
+        lo, hi = data["object_scale"]
+        if (lo, hi) != (1, 1):
+            source += f", objects shrunk {lo}-{hi}x (log-uniform) at random positions"
     else:
         raw, classes = scan_imagefolder(data["root"], data["verify_images"])
         root = str(Path(data["root"]).resolve())
@@ -161,8 +224,8 @@ def prepare(data):
                  {"kind": "files", "root": root, "paths": paths, "labels": labels}
                  for split, (paths, labels) in raw.items()}
         source = f"ImageFolder {root}"
-    store["train"] = subset(store["train"], limit(len(store["train"]["labels"]), data["train_limit"]))
-    store["test"] = subset(store["test"], limit(len(store["test"]["labels"]), data["test_limit"]))
+    store["train"] = subset(store["train"], limit(store["train"]["labels"], data["train_limit"], data["seed"]))
+    store["test"] = subset(store["test"], limit(store["test"]["labels"], data["test_limit"], data["seed"] + 1))
     train_idx, val_idx = split_validation(len(store["train"]["labels"]), data["val_size"], data["seed"])
     store["val"] = subset(store["train"], val_idx)
     store["train"] = subset(store["train"], train_idx)
@@ -178,6 +241,7 @@ def subset(split, indices):
     out["labels"] = split["labels"][indices]
     if split["kind"] == "tensor":
         out["images"] = split["images"][indices]
+        out["boxes"] = split["boxes"][indices]
     else:
         out["paths"] = [split["paths"][i] for i in indices.tolist()]
     return out

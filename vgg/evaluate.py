@@ -53,20 +53,18 @@ def _test_images(dataset, scale, mean, device, num_workers):
         yield index, rescale(image.to(device, non_blocking=True), scale) - mean
 
 
-# Five 2x2 max-pools: one cell of the class score map per 32 x 32 pixels.
-POOL_STRIDE = 32
+def centre_on_pooling_grid(x, stride):
+    """Drop from the top and left half the rows and columns that do not fill a `stride`-pixel
+    pooling cell, so the score map's cells sit centred on the image.
 
-
-def centre_on_pooling_grid(x):
-    """Drop half the rows and columns that do not fill a 32-pixel pooling cell from the top and
-    left, so the score map's cells sit centred on the image (the rest stays as context).
-
-    At the paper's scales (Q = 224 ... 512, all multiples of 32) this changes nothing. At small
-    crops (Q = 37, 55, 73 px for crop 32) a top-left-anchored grid would score only the top-left
-    32 x 32 window of a 55-pixel image.
+    Floor-mode max-pooling ignores the last H mod stride rows and W mod stride columns; without
+    this they would all come off the bottom and right. At the default (crop 28, stride 4) every Q
+    is a multiple of the stride and nothing is dropped. It is not a no-op at full scale: the
+    smallest side is Q, a multiple of 32, but the long side of a non-square ILSVRC image rarely is,
+    so up to 15 px come off its left or top (and up to 16 off the other end, as pooling drops them).
     """
-    top = (x.shape[-2] % POOL_STRIDE) // 2
-    left = (x.shape[-1] % POOL_STRIDE) // 2
+    top = (x.shape[-2] % stride) // 2
+    left = (x.shape[-1] % stride) // 2
     return x[..., top:, left:]
 
 
@@ -93,7 +91,7 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
 
     def run(shape):
         indices, images = zip(*pending.pop(shape))
-        x = centre_on_pooling_grid(torch.stack(images))
+        x = centre_on_pooling_grid(torch.stack(images), model.stride)
         x = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
         with autocast(device, bf16):
             scores = model.forward_dense(x)

@@ -87,3 +87,26 @@ def error_vs_test_scale(rows, path):
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def sample_images(split, path, count=40, columns=10):
+    """The first `count` test images with their class and, where the split has them, their object boxes
+    (the scale-varied Fashion-MNIST of `prepare`). Returns False, drawing nothing, for a file-list split."""
+    from matplotlib.patches import Rectangle
+    if split["kind"] != "tensor":
+        return False
+    count = min(count, len(split["labels"]))
+    rows = -(-count // columns)
+    fig = _figure(1.3 * columns, 1.45 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= count:
+            continue
+        ax.imshow(split["images"][i].permute(1, 2, 0).numpy(), interpolation="nearest")
+        if "boxes" in split:
+            x0, y0, x1, y1 = split["boxes"][i].tolist()
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="tab:orange", lw=1))
+        ax.set_title(split["classes"][int(split["labels"][i])], fontsize=7)
+    _save(fig, path)
+    return True

@@ -83,14 +83,33 @@ def scaled_channels(channels, width):
     return max(1, int(round(channels * width)))
 
 
-def make_layers(net, width=1.0, lrn=None):
-    """The conv part of `net` as an nn.Sequential, channels scaled by `width`."""
+# The last conv map is 7 x 7 at the crop (§2.1: 224 / 2^5); fc6 sees all of it.
+LAST_MAP = 7
+FULL_POOLS = 5
+
+
+def pools_for_crop(crop):
+    """How many 2x2 max-pools keep the last conv map 7 x 7 at `crop` (224: Table 1's five; 28: two)."""
+    pools = int(round(math.log2(crop / LAST_MAP))) if crop >= LAST_MAP else -1
+    if not 0 <= pools <= FULL_POOLS or LAST_MAP * 2 ** pools != crop:
+        raise ValueError(f"crop {crop} is not 7 x 2^k (k = 0..5: 7, 14, 28, 56, 112, 224)")
+    return pools
+
+
+def make_layers(net, width=1.0, lrn=None, pools=FULL_POOLS):
+    """The conv part of `net` as an nn.Sequential, channels scaled by `width`.
+
+    Only the first `pools` max-pools are kept: a scaled-down crop drops the last ones, so the
+    later blocks keep every conv and channel count but run at 7 x 7, as at 224 they do after pool 5.
+    """
     lrn = {**LRN_DEFAULTS, **(lrn or {})}
-    layers, in_channels = [], 3
+    layers, in_channels, pooled = [], 3, 0
     for token in CONFIGS[net]:
         kind, *spec = parse_token(token)
         if kind == "pool":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            pooled += 1
+            if pooled <= pools:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         elif kind == "lrn":
             layers.append(LocalResponseNorm(in_channels, lrn["size"], alpha=lrn["alpha"], beta=lrn["beta"],
                                             k=lrn["k"]))
@@ -112,12 +131,13 @@ class VGG(nn.Module):
         super().__init__()
         if net not in CONFIGS:
             raise ValueError(f"unknown net {net!r} (choose from {', '.join(NETS)})")
-        if crop % 32:
-            raise ValueError(f"crop {crop} is not a multiple of 32")
         self.net, self.crop = net, crop
-        self.features = make_layers(net, width, lrn)
-        self.kernel = crop // 32  # five 2x2 pools
-        self.channels = self.features[-3].out_channels
+        self.pools = pools_for_crop(crop)
+        self.features = make_layers(net, width, lrn, self.pools)
+        # Output stride of the conv part: one class-score cell per `stride` pixels (§3.2).
+        self.stride = 2 ** self.pools
+        self.kernel = LAST_MAP
+        self.channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.classifier = nn.Sequential(
             nn.Linear(self.channels * self.kernel ** 2, fc_width), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -131,8 +151,9 @@ class VGG(nn.Module):
     def forward_dense(self, x):
         """Class score map of the fully convolutional net (§3.2), same weights as `forward`.
 
-        The first FC layer is applied as a k x k conv (k = crop / 32), the other two as 1x1 convs;
-        the weights are reshaped views, never copies.
+        The first FC layer is applied as a 7 x 7 conv, the other two as 1x1 convs; the weights are
+        reshaped views, never copies. At Q pixels the map has Q / stride - 6 cells per side, as in
+        the paper (2, 6, 10 at Q = 256, 384, 512).
         """
         fc6, fc7, fc8 = self.classifier[0], self.classifier[3], self.classifier[6]
         x = self.features(x)
@@ -194,13 +215,15 @@ def init_from_net_a(model, net_a):
     return list(NET_A_LAYERS)
 
 
-def describe_layers(net, width=1.0):
-    """Table 1 column for `net`: one string per layer ('conv3-64', 'maxpool', 'LRN')."""
-    rows = []
+def describe_layers(net, width=1.0, pools=FULL_POOLS):
+    """Table 1 column for `net`: one string per layer ('conv3-64', 'maxpool', 'LRN'); a pool that
+    a scaled-down crop drops reads '(no maxpool)'."""
+    rows, pooled = [], 0
     for token in CONFIGS[net]:
         kind, *spec = parse_token(token)
         if kind == "pool":
-            rows.append("maxpool")
+            pooled += 1
+            rows.append("maxpool" if pooled <= pools else "(no maxpool)")
         elif kind == "lrn":
             rows.append("LRN")
         else:

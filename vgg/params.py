@@ -1,13 +1,13 @@
 """Read params.yaml and validate the sections a stage uses, before it writes anything.
 
-Every error is one line naming the key, e.g. `model.crop: 100 is not a multiple of 32`.
+Every error is one line naming the key, e.g. `model.crop: 100 is not 7 x 2^k ...`.
 """
 from pathlib import Path
 
 import yaml
 
 from .io import StageError
-from .models import NETS
+from .models import NETS, pools_for_crop
 
 DATASETS = ("fashion_mnist", "imagefolder")
 INIT_SCHEMES = ("normal", "glorot")
@@ -26,8 +26,17 @@ def _fraction(v):
     return 0 <= v < 1
 
 
-def _multiple_of_32(v):
-    return v > 0 and v % 32 == 0
+def _seven_times_power_of_two(v):
+    try:
+        pools_for_crop(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _object_scale(v):
+    return (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            and 0 < v[0] <= v[1] <= 1)
 
 
 def _one_of(choices):
@@ -45,6 +54,7 @@ SCHEMA = {
         "root": (str, None, ""),
         "val_size": (int, _positive, "must be > 0"),
         "seed": (int, None, ""),
+        "object_scale": (list, _object_scale, "must be [min, max] with 0 < min <= max <= 1"),
         "train_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "test_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "verify_images": (bool, None, ""),
@@ -55,7 +65,8 @@ SCHEMA = {
     "model": {
         "width": (NUMBER, _positive, "must be > 0"),
         "fc_width": (int, _positive, "must be > 0"),
-        "crop": (int, _multiple_of_32, "is not a positive multiple of 32"),
+        "crop": (int, _seven_times_power_of_two,
+                 "is not 7 x 2^k, k = 0..5 (7, 14, 28, 56, 112, 224): the last conv map must be 7 x 7"),
         "num_classes": (int, _positive, "must be > 0"),
         "lrn_size": (int, _positive, "must be > 0"),
         "lrn_alpha": (NUMBER, _non_negative, "must be >= 0"),

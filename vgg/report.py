@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .models import CONFIGS, build_model, count_parameters, depth, describe_layers
+from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers, pools_for_crop
 
 TABLE1_NETS = ("A", "A-LRN", "B", "C", "D", "E")
 PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"
@@ -13,20 +13,20 @@ def paper_csv(name):
     return pd.read_csv(PAPER_DIR / name)
 
 
-def table1(width=1.0, fc_width=4096, num_classes=1000, nets=TABLE1_NETS):
+def table1(width=1.0, fc_width=4096, num_classes=1000, nets=TABLE1_NETS, pools=FULL_POOLS):
     """Table 1 generated from CONFIGS: one row per conv block, then the FC layers."""
     columns = {}
     for net in nets:
         blocks, current = [], []
-        for layer in describe_layers(net, width):
-            if layer == "maxpool":
-                blocks.append(current)
+        for layer in describe_layers(net, width, pools):
+            if layer.endswith("maxpool"):
+                blocks.append((current, layer))
                 current = []
             else:
                 current.append(layer)
         cells = []
-        for layers in blocks:
-            cells += ["<br>".join(layers), "maxpool"]
+        for layers, pool in blocks:
+            cells += ["<br>".join(layers), pool]
         cells += [f"FC-{fc_width}", f"FC-{fc_width}", f"FC-{num_classes}", "soft-max"]
         columns[f"{net} ({depth(net)} weight layers)"] = cells
     rows = [name for b in range(1, len(blocks) + 1) for name in (f"conv block {b}", f"pool {b}")]
@@ -52,12 +52,18 @@ def table2(scaled_kwargs, nets=TABLE1_NETS):
 
 def table1_page(model):
     """reports/table1.md: Table 1 at full scale and at the configured scale."""
-    scaled = table1(width=model["width"], fc_width=model["fc_width"], num_classes=model["num_classes"])
+    pools = pools_for_crop(model["crop"])
+    scaled = table1(width=model["width"], fc_width=model["fc_width"], num_classes=model["num_classes"],
+                    pools=pools)
     return ("# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
             "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
             + markdown(table1(), index=True)
             + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
-            f"{model['num_classes']} classes, crop {model['crop']})\n\n" + markdown(scaled, index=True))
+            f"{model['num_classes']} classes, crop {model['crop']})\n\n"
+            f"The crop keeps {pools} of the 5 max-pools, so the last conv map is 7 x 7 as at 224 and fc6 is "
+            f"a 7 x 7 layer; '(no maxpool)' marks the ones it drops: the later blocks keep every conv and "
+            f"channel count at 7 x 7. A dense class-score map at Q pixels has Q / {2 ** pools} - 6 cells "
+            f"per side, as the paper's has Q / 32 - 6 (§3.2).\n\n" + markdown(scaled, index=True))
 
 
 def table2_page(frame):
@@ -109,7 +115,7 @@ def pixel_table(crop):
     return frame
 
 
-def readme(data, model, schedules, compute, n_images, claims, training, confidence, metrics_path):
+def readme(data, model, schedules, compute, n_images, claims, training, confidence, metrics_path, samples=False):
     """reports/README.md: the setting (dataset, scale, compute) and links to every table and figure."""
     counts = claims["verdict"].value_counts()
     lines = [
@@ -120,9 +126,25 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         f"- **Dataset**: `{data['dataset']}` (`{data['root']}`); our errors are on the {n_images:,} images "
         f"of the evaluate stage's predictions, {model['num_classes']} classes. The paper's are on "
         "ILSVRC-2012 (1000 classes), validation unless marked test.",
+    ]
+    if data["dataset"] == "fashion_mnist":
+        lo, hi = data["object_scale"]
+        lines.append(
+            "- **Objects at many scales**: " + (
+                "plain Fashion-MNIST (object_scale [1, 1]): every garment fills its 28-px frame, at one scale."
+                if (lo, hi) == (1, 1) else
+                f"every train, validation and test garment is shrunk by a factor drawn log-uniformly from "
+                f"[{lo}, {hi}] and placed at a random position of its 28-px canvas (`data.object_scale`, "
+                f"seed `data.seed`), so objects vary in scale as ILSVRC's do; each image keeps its "
+                f"object's tight box." + (" Samples, boxes in orange:" if samples else "")))
+        if samples:
+            lines += ["", "  ![test images with their object boxes](samples.png)", ""]
+    lines += [
         f"- **Scale**: conv widths x{model['width']} of Table 1, FC layers {model['fc_width']} wide "
         f"(4096 in the paper), crop {model['crop']} px (224 in the paper). Tables keep the paper's "
-        f"labels for training scale S and test scale Q; in pixels, a scale is round(Q x {model['crop']} / 224):",
+        f"labels for training scale S and test scale Q; in pixels, a scale is round(Q x {model['crop']} / 224). "
+        f"The crop keeps {pools_for_crop(model['crop'])} of the 5 max-pools, so the last conv map is 7 x 7 "
+        f"as at 224 ([Table 1](table1.md)):",
         "", markdown(pixel_table(model["crop"])).rstrip(), "",
         "- **Compute**: " + "; ".join(
             f"{name}: {hp['epochs']} epochs, lr {hp['lr']}, S={hp['scale_min']}"

@@ -58,15 +58,16 @@ class TrainTransform:
     def draws(self, seeds, height, width):
         """The random choices for N images of one size, each from its own seed, vectorised:
         S, crop top, crop left, flip (tensors of N) and colour alphas (N x 3)."""
-        u = uniforms(seeds, 8)
+        u = uniforms(seeds, 10)
         scale = self.scale_min + (u[:, 0] * (self.scale_max - self.scale_min + 1)).long()
         h, w = self.rescaled_sizes(height, width)[scale - self.scale_min].unbind(1)
         top = (u[:, 1] * (h - self.crop + 1)).long()
         left = (u[:, 2] * (w - self.crop + 1)).long()
         flip = (u[:, 3] < 0.5) & self.flip
-        # Box-Muller: three N(0, colour_std) alphas from the remaining uniforms.
+        # Box-Muller: three independent N(0, colour_std) alphas, each from its own pair of uniforms
+        # (radius from u[4:7], angle from u[7:10]; no uniform feeds two alphas).
         radius = torch.sqrt(-2 * torch.log1p(-u[:, 4:7]))
-        alphas = (self.colour_std * radius * torch.cos(2 * math.pi * u[:, 5:8])).float()
+        alphas = (self.colour_std * radius * torch.cos(2 * math.pi * u[:, 7:10])).float()
         return scale, top, left, flip, alphas
 
     def rescaled_sizes(self, height, width):

@@ -1,0 +1,87 @@
+"""dvc.yaml against the code: each stage lists exactly the project modules its command imports,
+so DVC re-runs a stage when, and only when, code it runs has changed."""
+import ast
+import re
+
+import yaml
+
+from conftest import ROOT
+
+PACKAGES = ("vgg", "stages")
+
+
+def module_file(name):
+    """'vgg.data' -> 'vgg/data.py' (None for a package's __init__, which holds only a docstring)."""
+    path = name.replace(".", "/") + ".py"
+    return path if (ROOT / path).is_file() else None
+
+
+def imported_modules(path):
+    """Project modules a file imports anywhere in it (top level or inside functions)."""
+    package = path.rsplit("/", 1)[0].replace("/", ".")
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level else ""
+            base = ".".join(filter(None, [base, node.module or ""])) if node.level else node.module
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] in PACKAGES and module_file(name)}
+
+
+def closure(path):
+    """`path` and every project module it imports, directly or through another module."""
+    seen, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo += [module_file(name) for name in imported_modules(current)]
+    return seen
+
+
+def expanded_stages():
+    """name -> stage of dvc.yaml, foreach groups expanded (lists and dicts)."""
+    stages = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        items = stage["foreach"]
+        for key, item in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item)).replace("${key}", str(key))
+            stages[f"{name}@{key}"] = yaml.safe_load(text)
+    return stages
+
+
+def test_every_stage_lists_exactly_the_modules_its_command_imports():
+    problems = []
+    for name, stage in expanded_stages().items():
+        module = re.search(r"python -m (stages\.\w+)", stage["cmd"]).group(1)
+        needed = closure(module_file(module))
+        listed = {d for d in stage["deps"] if isinstance(d, str) and d.endswith(".py")}
+        if needed - listed:
+            problems.append(f"{name}: missing {sorted(needed - listed)}")
+        if listed - needed:
+            problems.append(f"{name}: lists unused {sorted(listed - needed)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_import_scan_sees_lazy_and_relative_imports():
+    # vgg/models.py imports vgg/io.py only inside load_model; the closure must still hold it.
+    assert "vgg/io.py" in closure("vgg/models.py")
+    assert {"stages/train.py", "vgg/train.py", "vgg/device.py", "vgg/transforms.py"} <= closure("stages/train.py")
+
+
+def test_each_fusion_stage_depends_only_on_its_members_predictions():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = expanded_stages()
+    for name, ensemble in params["fuse"]["ensembles"].items():
+        protocols = ensemble["protocol"].split("+")
+        expected = {f"preds/{net}_{scale}/{protocol}.pt" for net, scale, _ in
+                    (m.split("/") for m in ensemble["members"]) for protocol in protocols}
+        listed = {d for d in stages[f"fuse_{name}"]["deps"] if d.startswith("preds/")}
+        assert listed == expected, name
