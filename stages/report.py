@@ -29,11 +29,16 @@ def check_runs(runs, paper):
 
 
 def training_summary(curves, logs):
-    """Per run: epochs, final and best validation error, wall time (from DVCLive's summary)."""
+    """Per run: epochs, learning-rate drops the plateau rule made (§3.1), final training and validation
+    top-1 error, best validation error, wall time (from DVCLive's summary)."""
     rows = []
     for run, c in curves.items():
         summary = io.read_json(Path(logs) / run / "metrics.json", "training summary")
-        rows.append({"run": run, "epochs": len(c), "final val top-1 err": c["val_top1_err"].iloc[-1],
+        lr = figures.load_curves(logs, [run], "lr")[run]["lr"]
+        train_top1 = figures.load_curves(logs, [run], "train_top1")[run]["train_top1"]
+        rows.append({"run": run, "epochs": len(c), "lr drops": int((lr.diff() < 0).sum()),
+                     "final train top-1 err": 100.0 - train_top1.iloc[-1],
+                     "final val top-1 err": c["val_top1_err"].iloc[-1],
                      "best val top-1 err": c["val_top1_err"].min(),
                      "wall time (s)": summary.get("wall_seconds")})
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ def tiny_net():
 
 
 def test_bf16_off_is_plain_fp32():
-    net, x = tiny_net(), torch.randn(2, 3, 32, 32)
+    net, x = tiny_net(), torch.randn(2, 3, 28, 28)
     with device.autocast("cpu", bf16=False):
         out = net(x)
     assert out.dtype == torch.float32
@@ -21,7 +21,7 @@ def test_bf16_off_is_plain_fp32():
 
 @pytest.mark.skipif(not device.bf16_native("cpu"), reason="this CPU has no native bf16 kernels")
 def test_bf16_on_a_native_cpu_runs_in_bf16_close_to_fp32():
-    net, x = tiny_net(), torch.randn(4, 3, 32, 32) * 50
+    net, x = tiny_net(), torch.randn(4, 3, 28, 28) * 50
     with torch.inference_mode(), device.autocast("cpu", bf16=True):
         out = net(x)
     assert out.dtype == torch.bfloat16
@@ -34,7 +34,7 @@ def test_a_cpu_without_bf16_kernels_stays_fp32(monkeypatch):
     # Emulated bf16 would be slower than fp32, so such a CPU must not get autocast.
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert not device.bf16_native("cpu")
-    net, x = tiny_net(), torch.randn(2, 3, 32, 32)
+    net, x = tiny_net(), torch.randn(2, 3, 28, 28)
     with device.autocast("cpu", bf16=True):
         out = net(x)
     assert out.dtype == torch.float32

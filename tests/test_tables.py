@@ -13,7 +13,7 @@ import yaml
 
 import stages.fuse
 import stages.report
-from vgg import fusion, tables
+from vgg import data, figures, fusion, tables
 from vgg.io import StageError
 from vgg.params import load_params
 
@@ -68,10 +68,19 @@ def write_logs(root):
         metrics.mkdir(parents=True)
         steps = np.arange(4)
         for name, values in (("val_top1_err", 40 - 5 * steps - i), ("train_loss", 2.0 / (steps + 1)),
-                             ("lr", [0.01, 0.01, 0.001, 0.001])):
+                             ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
             pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
         (root / run / "metrics.json").write_text(json.dumps({"step": 3, "val_top1_err": 25.0 - i,
                                                             "wall_seconds": 10.0 + i}))
+
+
+def write_test_split(path):
+    """A scale-varied split as `prepare` writes it: images, labels, class names and object boxes."""
+    images = torch.zeros(12, 3, 28, 28, dtype=torch.uint8)
+    for i in range(12):
+        images[i, :, i:i + 10, 2 * i % 17:2 * i % 17 + 8] = 200
+    torch.save({"kind": "tensor", "images": images, "labels": torch.arange(12) % 10,
+                "classes": [f"class{c}" for c in range(10)], "boxes": data.tight_boxes(images)}, path)
 
 
 def write_params(path, ensembles=ENSEMBLES, report=REPORT):
@@ -89,6 +98,7 @@ def synthetic(tmp_path_factory):
     write_preds(root / "preds")
     write_logs(root / "logs")
     params = write_params(root / "params.yaml")
+    write_test_split(root / "test.pt")
     for name in ENSEMBLES:
         stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds"),
                           "--out", str(root / "preds" / "ensembles" / f"{name}.pt")])
@@ -264,7 +274,7 @@ def test_a_fused_file_made_from_other_members_is_stale(synthetic):
 
 def report_args(root, params, out):
     return ["--params", str(params), "--preds", str(root / "preds"), "--ensembles", str(root / "preds" / "ensembles"),
-            "--logs", str(root / "logs"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
+            "--logs", str(root / "logs"), "--test", str(root / "test.pt"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
 
 
 def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
@@ -277,7 +287,7 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
         assert f"table{i}.md" in names
     assert {f"table{i}.csv" for i in range(2, 8)} <= names
     assert {"claims.md", "claims.csv", "README.md", "training_curves.png", "error_vs_depth.png",
-            "error_vs_test_scale.png"} <= names
+            "error_vs_test_scale.png", "samples.png"} <= names
     for png in reports.glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
     readme = (reports / "README.md").read_text()
@@ -292,6 +302,14 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
     assert set(claims["verdict"]) <= set(fusion.VERDICTS)
     assert "report: wrote" in capsys.readouterr().out
+
+
+def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(synthetic):
+    logs = synthetic / "logs"
+    summary = stages.report.training_summary(figures.load_curves(logs, RUNS), logs).set_index("run")
+    assert (summary["lr drops"] == 2).all()  # 0.01, 0.01, 0.001, 0.0001
+    assert (summary["final train top-1 err"] == 20.0).all()  # 100 - (50 + 10 * 3)
+    assert summary.loc[RUNS[1], "final val top-1 err"] == 40 - 15 - 1
 
 
 def test_report_stage_with_missing_predictions_names_the_file_and_writes_nothing(synthetic, tmp_path, capsys):

@@ -128,6 +128,17 @@ def test_plateau_rule_divides_lr_by_10_at_most_3_times():
     assert lrs[-1] == pytest.approx(1e-5) and state["drops"] == 3
 
 
+def test_plateau_rule_counts_a_gain_within_the_threshold_as_no_improvement():
+    state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.01}
+    lrs = []
+    for acc in [50, 60, 60.4, 61, 61.2]:
+        state = train.plateau_step(state, acc, lr_factor=0.1, patience=0, max_drops=3, threshold=0.5)
+        lrs.append(state["lr"])
+    # 60.4 is within 0.5 of 60: a drop; 61 beats 60 by 1: kept; 61.2 within 0.5 of 61: a second drop.
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001])
+    assert state["best"] == 61
+
+
 def test_epoch_order_is_seeded_and_shards_partition_the_batch():
     a = train.epoch_batches(100, 32, seed=0, epoch=1)
     assert a == train.epoch_batches(100, 32, seed=0, epoch=1)

@@ -86,6 +86,7 @@ SCHEMA = {
         "dropout": (NUMBER, _fraction, "must be in [0, 1)"),
         "lr_factor": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
+        "lr_threshold": (NUMBER, _non_negative, "must be >= 0"),
         "max_lr_drops": (int, _non_negative, "must be >= 0"),
         "epochs": (int, _positive, "must be > 0"),
         "train_scale": (int, _positive, "must be > 0"),
