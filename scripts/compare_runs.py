@@ -1,0 +1,78 @@
+"""Tables 3-6 (top-1 error) and the claims of several runs side by side, as markdown.
+
+    python -m scripts.compare_runs default=HEAD plain=<exp-or-commit> [...] > reports/runs_compared.md
+
+Each NAME=REV is a git revision or a DVC experiment name (`dvc exp show` lists them); the run's
+committed `reports/*.csv` are read from it with `git show`, so nothing needs checking out.
+"""
+import argparse
+import io
+import subprocess
+import sys
+
+import pandas as pd
+
+TABLES = {"table3": ["ConvNet", "train S", "test Q"], "table4": ["ConvNet", "train S", "test Q"],
+          "table5": ["ConvNet", "eval"], "table6": ["ensemble", "eval"]}
+PAPER = "top-1 val err (paper)"
+OURS = "top-1 err (ours)"
+
+
+def resolve(rev):
+    """A git revision, or the commit of a DVC experiment of that name."""
+    if subprocess.run(["git", "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], capture_output=True).returncode == 0:
+        return rev
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
+                          capture_output=True, text=True).stdout.split()
+    ref = [r for r in refs if r.rsplit("/", 1)[-1] == rev]
+    if len(ref) != 1:
+        sys.exit(f"error: {rev}: neither a git revision nor a DVC experiment")
+    return ref[0]
+
+
+def read_csv(rev, path, **kwargs):
+    text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    if text.returncode != 0:
+        sys.exit(f"error: {rev}:{path}: not found")
+    return pd.read_csv(io.StringIO(text.stdout), **kwargs)
+
+
+def compare(runs):
+    """Markdown: per table, the paper's top-1 and each run's; then each claim's verdict per run."""
+    out = []
+    for name, keys in TABLES.items():
+        frames = {run: read_csv(rev, f"reports/{name}.csv") for run, rev in runs.items()}
+        first = next(iter(frames.values()))
+        table = first[keys].copy()
+        table["paper top-1 (ILSVRC)"] = first[PAPER]
+        for run, frame in frames.items():
+            table[f"{run} top-1"] = frame[OURS].values
+        out += [f"## {name[:5].capitalize()} {name[5:]}: top-1 error (%)", "",
+                table.to_markdown(index=False, floatfmt=".2f"), ""]
+    claims = {run: read_csv(rev, "reports/claims.csv", index_col="key") for run, rev in runs.items()}
+    table = pd.DataFrame({"claim": next(iter(claims.values()))["claim"]})
+    for run, c in claims.items():
+        table[run] = [f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for v, d, lo, hi in
+                      zip(c["verdict"], c["ours: err(Y) - err(X)"], c["CI low"], c["CI high"])]
+    counts = {run: c["verdict"].value_counts() for run, c in claims.items()}
+    out += ["## Claims: verdict, err(Y) - err(X) in points [95% CI]", "", table.to_markdown(index=False), "",
+            "; ".join(f"{run}: " + ", ".join(f"{counts[run].get(v, 0)} {v}" for v in
+                                             ("reproduced", "contradicted", "inconclusive")) for run in runs), ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="NAME=REV")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        name, sep, rev = item.partition("=")
+        if not sep:
+            sys.exit(f"error: {item}: expected NAME=REV")
+        runs[name] = resolve(rev)
+    print(compare(runs))
+
+
+if __name__ == "__main__":
+    main()

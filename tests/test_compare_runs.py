@@ -1,0 +1,54 @@
+"""scripts/compare_runs.py: two runs' committed reports side by side, read from git revisions."""
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+import scripts.compare_runs as compare_runs
+from conftest import ROOT
+
+ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env={**ENV, "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git repo whose first commit holds this repo's reports and whose second changes one number
+    and one verdict."""
+    shutil.copytree(ROOT / "reports", tmp_path / "reports")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "one")
+    table3 = pd.read_csv(tmp_path / "reports" / "table3.csv")
+    table3.loc[0, "top-1 err (ours)"] = 99.5
+    table3.to_csv(tmp_path / "reports" / "table3.csv", index=False)
+    claims = pd.read_csv(tmp_path / "reports" / "claims.csv", index_col="key")
+    claims.iloc[0, claims.columns.get_loc("verdict")] = "inconclusive" if claims.iloc[0]["verdict"] != "inconclusive" \
+        else "reproduced"
+    claims.to_csv(tmp_path / "reports" / "claims.csv")
+    git(tmp_path, "commit", "-qam", "two")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_two_revisions_side_by_side(repo):
+    page = compare_runs.compare({"before": "HEAD~1", "after": "HEAD"})
+    before = pd.read_csv(ROOT / "reports" / "table3.csv")
+    first = f"| {before.loc[0, 'ConvNet']} "
+    row = next(line for line in page.splitlines() if line.startswith(first))
+    assert f"{before.loc[0, 'top-1 err (ours)']:.2f}" in row and "99.50" in row
+    claims = pd.read_csv(ROOT / "reports" / "claims.csv", index_col="key")
+    row = next(line for line in page.splitlines() if line.startswith(f"| {claims.iloc[0]['claim']}"))
+    assert row.count(claims.iloc[0]["verdict"]) == 1  # one run kept the verdict, the other changed it
+    for table in ("Table 3", "Table 4", "Table 5", "Table 6", "Claims"):
+        assert f"## {table}" in page
+
+
+def test_an_unknown_revision_is_a_one_line_error(repo, capsys):
+    with pytest.raises(SystemExit) as info:
+        compare_runs.main(["x=no-such-experiment"])
+    assert str(info.value) == "error: no-such-experiment: neither a git revision nor a DVC experiment"
