@@ -32,7 +32,9 @@ repro: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The benchmarks read the prepared data and mean RGB: made (or restored from DVC's cache) first.
 bench: setup
+	dvc repro mean_rgb
 	$(PY) -m benchmarks.run
 
 clean-checkpoints:

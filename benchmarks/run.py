@@ -15,6 +15,7 @@
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -197,6 +198,9 @@ def bench_evaluation(params_path, net, images, device):
           f"multi-crop costs {timings['multi-crop'] / timings['dense']:.1f}x dense")
 
 
+INPUTS = ("data/mean_rgb.json", "data/prepared/train.pt", "data/prepared/test.pt")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -207,6 +211,10 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="training steps of benchmark 2")
     parser.add_argument("--eval-images", type=int, default=200)
     args = parser.parse_args()
+    # Benchmarks 2-3 read pipeline outputs: fail at once, not after minutes of benchmark 1.
+    for path in INPUTS:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: {path}: not found; run `dvc repro mean_rgb` first (`make bench` does)")
     device = torch.device(args.device)
     torch.manual_seed(0)
     start = time.perf_counter()

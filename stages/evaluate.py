@@ -37,7 +37,7 @@ def main(argv=None):
         raise io.StageError(f"{args.test}: {len(test_set.classes)} classes, but {args.model} has "
                             f"{model.classifier[-1].out_features} outputs")
 
-    scales = evaluate.test_scales(*record["train_scale"], settings["scale_offset"])["multi"]
+    scales = evaluate.test_scales(*record["train_scale"], settings["scale_offset"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     posteriors = evaluate.evaluate_model(model, test_set, scales, args.protocol, stats["mean"], crop,

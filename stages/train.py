@@ -4,6 +4,7 @@ Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
 """
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,23 +86,37 @@ def main(argv=None):
     fp = train.fingerprint(settings, *inputs)
 
     rank, world, device = train.init_distributed()
-    live, logger = dvclive_logger(args.live_dir) if rank == 0 else (None, None)
     run = args.out.stem
+    # DVCLive clears its directory when it starts: it writes beside --live-dir and the finished
+    # logs replace the old ones only once the model is saved, so a killed or failed run leaves the
+    # previous logs/<run>/ as it was (a resumed run replays its history into the new directory).
+    live_tmp = None
     if rank == 0:
-        print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
-    start = time.perf_counter()
-    history = train.train(model, data.Transformed(train_set, train_transform), val_set,
-                          val_transform, hp, run, fp, device, rank, world, logger)
+        for stale in args.live_dir.parent.glob(f".{args.live_dir.name}.*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        live_tmp = io.temp_dir_beside(args.live_dir)
+    try:
+        live, logger = dvclive_logger(live_tmp) if rank == 0 else (None, None)
+        if rank == 0:
+            print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
+        start = time.perf_counter()
+        history = train.train(model, data.Transformed(train_set, train_transform), val_set,
+                              val_transform, hp, run, fp, device, rank, world, logger)
+        if rank == 0:
+            # Wall time of this invocation (a resumed run counts only its own part).
+            seconds = time.perf_counter() - start
+            live.summary["wall_seconds"] = round(seconds, 1)
+            live.end()
+            record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
+                                         (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
+                                         init_file=args.init, device=str(device), processes=world,
+                                         wall_seconds=seconds)
+            io.atomic_save(record, args.out)
+            io.replace_dir(live_tmp, args.live_dir)
+    finally:
+        if live_tmp is not None:
+            shutil.rmtree(live_tmp, ignore_errors=True)
     if rank == 0:
-        # Wall time of this invocation (a resumed run counts only its own part).
-        seconds = time.perf_counter() - start
-        live.summary["wall_seconds"] = round(seconds, 1)
-        live.end()
-        record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
-                                     (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
-                                     init_file=args.init, device=str(device), processes=world,
-                                     wall_seconds=seconds)
-        io.atomic_save(record, args.out)
         last = history[-1]
         print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
               f"after {last['epoch']} epochs in {seconds:.0f} s -> {args.out}")

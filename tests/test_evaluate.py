@@ -51,11 +51,10 @@ def one_image(dataset, i):
 
 def test_test_scales_follow_the_paper():
     # §4.1 and §4.2: Q = S and {S - 32, S, S + 32}; jittered: 0.5 (Smin + Smax) and {Smin, middle, Smax}.
-    assert E.test_scales(256, 256) == {"single": [256], "multi": [224, 256, 288]}
-    assert E.test_scales(384, 384) == {"single": [384], "multi": [352, 384, 416]}
-    assert E.test_scales(256, 512) == {"single": [384], "multi": [256, 384, 512]}
-    for s in [(256, 256), (256, 512)]:
-        assert set(E.test_scales(*s)["single"]) <= set(E.test_scales(*s)["multi"])
+    assert E.test_scales(256, 256) == [224, 256, 288]
+    assert E.test_scales(384, 384) == [352, 384, 416]
+    assert E.test_scales(256, 512) == [256, 384, 512]
+    assert E.test_scales(256, 256, offset=64) == [192, 256, 320]
 
 
 def test_dense_at_crop_size_equals_forward():

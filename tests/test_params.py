@@ -54,7 +54,6 @@ def test_unknown_net_names_the_option():
     message = error_of(P.check_net, "F")
     assert message.startswith("--net: ")
     assert "unknown net 'F'" in message
-    assert error_of(P.check_net, "vgg16", "evaluate.multi_crop_nets").startswith("evaluate.multi_crop_nets: ")
 
 
 @pytest.mark.parametrize("section, key, value, start", [
@@ -75,6 +74,20 @@ def test_unknown_net_names_the_option():
 def test_out_of_range_value_is_an_error_naming_the_key(params, section, key, value, start):
     params[section][key] = value
     assert error_of(P.section, params, section).startswith(start)
+
+
+@pytest.mark.parametrize("section, key, text", [
+    ("train", "lr", ".inf"), ("train", "lr", "1000000.0"), ("finetune", "lr", "2.0"), ("jitter", "lr", ".nan"),
+    ("train", "weight_decay", ".inf"), ("model", "width", ".inf"), ("report", "confidence", ".nan"),
+    ("train", "lr_threshold", ".inf"),
+])
+def test_a_non_finite_or_absurd_float_written_in_yaml_is_an_error_naming_the_key(tmp_path, params, section, key, text):
+    # Written as YAML text, as a user would: `.inf` and `.nan` are YAML floats that pass `> 0` checks.
+    params[section][key] = "PLACEHOLDER"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params).replace("PLACEHOLDER", text))
+    message = error_of(P.section, P.load_params(path), section)
+    assert message.startswith(f"{section}.{key}: ")
 
 
 def test_dataset_error_lists_the_choices(params):

@@ -21,15 +21,14 @@ MAX_PENDING_BATCHES = 4
 
 
 def test_scales(scale_min, scale_max, offset=32):
-    """Test scales Q (paper units) for a net trained at S in [scale_min, scale_max].
-
-    §4.1 single scale: Q = S, or 0.5 (Smin + Smax) for jittered S.
-    §4.2 multi-scale: {S - 32, S, S + 32}, or {Smin, 0.5 (Smin + Smax), Smax} for jittered S.
+    """The three test scales Q (paper units) of §4.2 for a net trained at S in [scale_min, scale_max]:
+    {S - 32, S, S + 32} for fixed S, {Smin, 0.5 (Smin + Smax), Smax} for jittered S. The middle one
+    is §4.1's single scale (Q = S, or 0.5 (Smin + Smax)), which Table 3 reads from the same file.
     """
     middle = (scale_min + scale_max) // 2
     if scale_min == scale_max:
-        return {"single": [middle], "multi": [middle - offset, middle, middle + offset]}
-    return {"single": [middle], "multi": [scale_min, middle, scale_max]}
+        return [middle - offset, middle, middle + offset]
+    return [scale_min, middle, scale_max]
 
 
 def crop_positions(height, width, crop, grid=5):

@@ -2,6 +2,7 @@
 
 Every error is one line naming the key, e.g. `model.crop: 100 is not 7 x 2^k ...`.
 """
+import math
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,12 @@ def _seven_times_power_of_two(v):
 def _object_scale(v):
     return (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
             and 0 < v[0] <= v[1] <= 1)
+
+
+def _learning_rate(v):
+    # SGD on these nets diverges well below 1 (lr 0.02 already slowed A at the default, README probes);
+    # a bound catches a typo such as 1e6 or 10 before hours of training end in a non-finite loss.
+    return 0 < v <= 1
 
 
 def _one_of(choices):
@@ -80,7 +87,7 @@ SCHEMA = {
     },
     "train": {
         "batch_size": (int, _positive, "must be > 0"),
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "momentum": (NUMBER, _fraction, "must be in [0, 1)"),
         "weight_decay": (NUMBER, _non_negative, "must be >= 0"),
         "dropout": (NUMBER, _fraction, "must be in [0, 1)"),
@@ -99,13 +106,13 @@ SCHEMA = {
         "checkpoint_every": (int, _non_negative, "must be >= 0 (0 = at epoch ends only)"),
     },
     "finetune": {
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
         "train_scale": (int, _positive, "must be > 0"),
     },
     "jitter": {
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
         "train_scale_min": (int, _positive, "must be > 0"),
@@ -160,6 +167,8 @@ def section(params, name):
             raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
         if not isinstance(value, types):
             raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StageError(f"{name}.{key}: {value!r} must be a finite number")
         if check is not None and not check(value):
             raise StageError(f"{name}.{key}: {value!r} {meaning}")
     return dict(values)
@@ -171,9 +180,9 @@ def _type_name(types):
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}[types]
 
 
-def check_net(name, key="--net"):
+def check_net(name):
     if name not in NETS:
-        raise StageError(f"{key}: unknown net {name!r} (choose from {', '.join(NETS)})")
+        raise StageError(f"--net: unknown net {name!r} (choose from {', '.join(NETS)})")
     return name
 
 

@@ -13,7 +13,6 @@ from . import fusion, io
 from .models import depth
 from .report import PAPER_DIR
 
-TABLES = ("table3", "table4", "table5", "table6", "table7")
 PAPER_TOP1, PAPER_TOP5, PAPER_TEST5 = "top-1 val err (paper)", "top-5 val err (paper)", "top-5 test err (paper)"
 OURS_TOP1, OURS_TOP5, OURS_ACC = "top-1 err (ours)", "top-5 err (ours)", "top-1 accuracy (ours)"
 BEST_SINGLE_NET = ("T5", "best", None)

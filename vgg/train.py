@@ -189,7 +189,7 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = make_optimizer(model, hp["lr"], hp["momentum"], hp["weight_decay"])
     plateau = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": hp["lr"]}
-    start_epoch, start_step, history = 0, 0, []
+    start_epoch, start_step, history, running = 0, 0, [], None
     torch.manual_seed(hp["seed"] * 1000 + rank)  # dropout masks
 
     ckpt_path = checkpoint_path(run)
@@ -200,19 +200,24 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
         plateau, history = ckpt["plateau"], ckpt["history"]
         start_epoch, start_step = ckpt["epoch"], ckpt["step"]
         set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+        # A mid-epoch checkpoint carries each process's running sums, so the resumed epoch's
+        # train_loss and train_top1 cover all its steps, as in an uninterrupted run.
+        running = ckpt.get("running", [None] * world)[rank] if start_step else None
     if logger and is_main:
         for entry in history:
             logger(entry)
 
-    def save(epoch, step):
-        states = [rng_state()]
+    def save(epoch, step, sums=(0, 0.0, 0)):
+        """Checkpoint at (epoch, step); `sums` = this process's (seen, loss_sum, correct) so far in the epoch."""
+        states, sums_all = [rng_state()], [sums]
         if world > 1:
-            states = [None] * world
+            states, sums_all = [None] * world, [None] * world
             dist.all_gather_object(states, rng_state())
+            dist.all_gather_object(sums_all, sums)
         if is_main:
             atomic_save({"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "plateau": plateau, "epoch": epoch, "step": step, "rng": states,
-                         "history": history}, ckpt_path)
+                         "running": sums_all, "history": history}, ckpt_path)
 
     batch_size = hp["batch_size"]
     if batch_size % world:
@@ -226,7 +231,8 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
                             generator=torch.Generator(), pin_memory=cuda,
                             persistent_workers=False)
         model.train()
-        seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
+        seen, loss_sum, correct = running or (0, 0.0, 0)
+        running, t0, seen_here = None, time.perf_counter(), 0
         bar = tqdm(loader, desc=f"{run} epoch {epoch + 1}/{hp['epochs']}", unit="batch",
                    initial=start_step, total=len(batches), disable=not is_main or None, leave=False)
         for step, (images, labels) in enumerate(bar, start=start_step):
@@ -245,15 +251,17 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
             loss.backward()
             optimizer.step()
             seen += len(labels)
+            seen_here += len(labels)
             loss_sum += loss.item() * global_size / world
             correct += (logits.argmax(1) == labels).sum().item()
             if is_main:
-                bar.set_postfix(img_s=f"{seen * world / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(img_s=f"{seen_here * world / (time.perf_counter() - t0):.0f}")
             if hp["checkpoint_every"] and (step + 1) % hp["checkpoint_every"] == 0 and step + 1 < len(batches):
-                save(epoch, step + 1)
+                save(epoch, step + 1, (seen, loss_sum, correct))
         bar.close()
         elapsed = time.perf_counter() - t0
-        seen_all, correct_all, loss_all = all_reduce_sum([seen, correct, loss_sum], device, world)
+        seen_all, correct_all, loss_all, seen_here_all = all_reduce_sum([seen, correct, loss_sum, seen_here],
+                                                                        device, world)
         val_top1, val_top5 = validate(model, val_set, val_transform, model.crop, batch_size, device,
                                       rank, world, autocast)
         entry = {"epoch": epoch + 1, "lr": plateau["lr"],
@@ -261,7 +269,7 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
                  "train_top1": 100.0 * correct_all / max(seen_all, 1),
                  "val_top1": val_top1, "val_top5": val_top5,
                  "val_top1_err": 100.0 - val_top1, "val_top5_err": 100.0 - val_top5,
-                 "images_per_s": seen_all / elapsed}
+                 "images_per_s": seen_here_all / elapsed}  # this invocation's steps only
         history.append(entry)
         plateau = plateau_step(plateau, val_top1, hp["lr_factor"], hp["lr_patience"], hp["max_lr_drops"],
                                hp["lr_threshold"])
