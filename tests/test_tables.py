@@ -13,7 +13,7 @@ import yaml
 
 import stages.fuse
 import stages.report
-from vgg import data, figures, fusion, tables
+from vgg import data, figures, fusion, stats, tables
 from vgg.io import StageError
 from vgg.params import load_params
 
@@ -235,7 +235,7 @@ def test_claims_verdicts_are_computed_from_the_interval(computed):
     assert list(claims.index) == [c[0] for c in tables.CLAIMS]
     for (key, _, direction, _, _), (_, row) in zip(tables.CLAIMS, claims.iterrows()):
         assert row["CI low"] <= row["ours: err(Y) - err(X)"] <= row["CI high"], key
-        assert row["verdict"] == fusion.verdict(row["CI low"], row["CI high"], direction), key
+        assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"], direction), key
     t3 = frames["table3"]
     diff = t3.loc["table3.A.S256.Q256", tables.OURS_TOP1] - t3.loc["table3.E.S256.Q256", tables.OURS_TOP1]
     assert claims.loc["depth_E_beats_A", "ours: err(Y) - err(X)"] == pytest.approx(diff)
@@ -300,7 +300,7 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     paper = tables.paper_rows()
     assert sorted(flat) == sorted(expected_metric_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
-    assert set(claims["verdict"]) <= set(fusion.VERDICTS)
+    assert set(claims["verdict"]) <= set(stats.VERDICTS)
     assert "report: wrote" in capsys.readouterr().out
 
 

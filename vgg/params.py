@@ -2,6 +2,7 @@
 
 Every error is one line naming the key, e.g. `model.crop: 100 is not 7 x 2^k ...`.
 """
+import copy
 import math
 from pathlib import Path
 
@@ -220,3 +221,46 @@ def model_kwargs(model_section, dropout=0.5):
 def pixels(paper_scale, crop):
     """A scale in the paper's units (for a 224 crop) in pixels at this crop size."""
     return max(crop, int(round(paper_scale * crop / 224)))
+
+
+# ---------------------------------------------------------------- presets (README: full scale)
+
+def preset_overrides(path, extra=()):
+    """Dotted key -> value of a preset file (nested like params.yaml), then `extra` KEY=VALUE strings
+    (values parsed as YAML: 0.01, true, [256, 512])."""
+    preset = load_params(path)
+    flat = {f"{name}.{key}": value for name, values in preset.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    for item in extra:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise StageError(f"{item}: expected KEY=VALUE")
+        flat[key] = yaml.safe_load(text)
+    return flat
+
+
+def apply_overrides(params, overrides, validate=False):
+    """A copy of `params` with dotted-key overrides, each naming a key params.yaml has; `validate`
+    checks every section the schema knows."""
+    merged = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        name, _, key = dotted.partition(".")
+        if name not in merged or not isinstance(merged[name], dict) or key not in merged[name]:
+            raise StageError(f"{dotted}: unknown key")
+        merged[name][key] = value
+    if validate:
+        for name in SCHEMA:
+            if name in merged:
+                section(merged, name)
+    return merged
+
+
+def override_flag(key, value):
+    """`-S key=value` in the Hydra syntax of `dvc exp run`."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, list):
+        text = "[" + ",".join(str(v) for v in value) + "]"
+    else:
+        text = str(value)
+    return f"-S {key}={text}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import fusion, io
+from . import fusion, io, stats
 from .models import depth
 from .report import PAPER_DIR
 
@@ -65,11 +65,11 @@ class Result:
 
     @property
     def top1(self):
-        return 100.0 * (1.0 - self.correct1.double().mean().item())
+        return stats.error_percent(self.correct1)
 
     @property
     def top5(self):
-        return 100.0 * (1.0 - self.correct5.double().mean().item())
+        return stats.error_percent(self.correct5)
 
     @property
     def label(self):
@@ -152,8 +152,7 @@ def evaluate_rows(paper, read, ensembles, read_fused):
         paper_errors = {PAPER_TOP1: row["top1_val_err"], PAPER_TOP5: row["top5_val_err"],
                         PAPER_TEST5: row["top5_test_err"]}
         results.append(Result(row["table"], key, tuple(members), protocol, paper_errors,
-                              fusion.correct_top_k(posteriors, row_labels, 1),
-                              fusion.correct_top_k(posteriors, row_labels, 5)))
+                              *stats.correct_top_k(posteriors, row_labels, (1, 5))))
     return results
 
 
@@ -242,11 +241,11 @@ def claims(results, samples, seed, confidence=0.95):
     records = []
     for i, (key, text, direction, x_ref, y_ref) in enumerate(CLAIMS):
         x, y = find_result(results, x_ref), find_result(results, y_ref)
-        diff, low, high = fusion.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
+        diff, low, high = stats.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
                         "paper: err(Y) - err(X)": round(y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1], 4),
                         "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high,
-                        "verdict": fusion.verdict(low, high, direction)})
+                        "verdict": stats.verdict(low, high, direction)})
     return pd.DataFrame(records).set_index("key")
 
 
@@ -260,8 +259,8 @@ def scale_errors(paper, read):
         for q in scales:
             posteriors = fusion.scale_posteriors(record, [q], member)
             records.append({"run": run, "ConvNet": row["net"], "train S": row["train_S"], "Q": q,
-                            OURS_TOP1: fusion.top_k_error(posteriors, record["labels"], 1),
-                            OURS_TOP5: fusion.top_k_error(posteriors, record["labels"], 5)})
+                            OURS_TOP1: stats.top_k_error(posteriors, record["labels"], 1),
+                            OURS_TOP5: stats.top_k_error(posteriors, record["labels"], 5)})
     return pd.DataFrame(records)
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from .device import autocast as mixed_precision
 from .io import StageError, atomic_save, load
+from .stats import correct_top_k
 from .transforms import centre_crop
 
 CHECKPOINT_ENV = "VGG_CHECKPOINT_DIR"
@@ -160,9 +161,9 @@ def validate(model, dataset, transform, crop, batch_size, device, rank, world, a
         labels = dataset.labels[chunk].to(device)
         with autocast():
             logits = model(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == labels).sum().item()
-        correct5 += (top == labels[:, None]).any(1).sum().item()
+        hit1, hit5 = correct_top_k(logits, labels, (1, 5))
+        correct1 += hit1.sum().item()
+        correct5 += hit5.sum().item()
     c1, c5, n = all_reduce_sum([correct1, correct5, len(indices)], device, world)
     return 100.0 * c1 / n, 100.0 * c5 / n
 
