@@ -23,7 +23,7 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from vgg import data, device as devices, evaluate, io, models, params, train
-from vgg.transforms import TrainTransform
+from vgg.transforms import TrainTransform, pixels
 
 TORCHVISION = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
@@ -112,7 +112,7 @@ def default_setup(params_path):
     stats = io.read_json("data/mean_rgb.json", "mean RGB file (run `dvc repro mean_rgb` first)")
     train_set = data.load_split("data/prepared/train.pt")
     crop = model_params["crop"]
-    transform = TrainTransform(crop, params.pixels(hp["scale_min"], crop), params.pixels(hp["scale_max"], crop),
+    transform = TrainTransform(crop, pixels(hp["scale_min"], crop), pixels(hp["scale_max"], crop),
                                stats["mean"], stats["eigval"], stats["eigvec"], hp["colour_shift_std"], hp["flip"])
     return all_params, model_params, hp, stats, train_set, transform
 

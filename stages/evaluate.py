@@ -17,7 +17,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, type=Path, help="e.g. models/D_256-512.pt (stem = run)")
-    parser.add_argument("--protocol", required=True, choices=params.PROTOCOLS)
+    parser.add_argument("--protocol", required=True, choices=evaluate.PROTOCOLS)
     parser.add_argument("--test", default="data/prepared/test.pt")
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vgg import data, io, models, params, train
-from vgg.transforms import TestTransform, TrainTransform
+from vgg.transforms import TestTransform, TrainTransform, pixels
 
 CURVES = ("train_loss", "train_top1", "val_top1", "val_top5", "val_top1_err", "val_top5_err", "lr",
           "images_per_s")
@@ -75,11 +75,11 @@ def main(argv=None):
                           torch.Generator().manual_seed(init_params["seed"]))
 
     crop = model_params["crop"]
-    smin, smax = params.pixels(hp["scale_min"], crop), params.pixels(hp["scale_max"], crop)
+    smin, smax = pixels(hp["scale_min"], crop), pixels(hp["scale_max"], crop)
     train_transform = TrainTransform(crop, smin, smax, stats["mean"], stats["eigval"], stats["eigvec"],
                                      hp["colour_shift_std"], hp["flip"])
     # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
-    val_transform = TestTransform(params.pixels((hp["scale_min"] + hp["scale_max"]) / 2, crop), stats["mean"])
+    val_transform = TestTransform(pixels((hp["scale_min"] + hp["scale_max"]) / 2, crop), stats["mean"])
     settings = {"net": net, "schedule": args.schedule, "hp": hp, "model": kwargs, "init": init_params,
                 "init_file": args.init}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])

@@ -111,7 +111,7 @@ def test_pools_follow_the_crop_so_the_last_conv_map_is_7x7(crop, stride):
 @pytest.mark.parametrize("q, cells", [(256, 2), (384, 6), (512, 10)])
 def test_dense_score_map_has_the_papers_cell_counts_at_the_default_crop(q, cells):
     # §3.2: at Q = 256, 384, 512 the paper's map is Q / 32 - 6 cells per side; crop 28 keeps it.
-    from vgg.params import pixels
+    from vgg.transforms import pixels
     model = small("D", crop=28).eval()
     with torch.no_grad():
         dense = model.forward_dense(torch.zeros(1, 3, pixels(q, 28), pixels(q, 28)))

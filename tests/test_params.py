@@ -225,13 +225,6 @@ def test_schedule_errors(params):
     assert error_of(P.schedule, params, "finetune").startswith("finetune.lr: -1")
 
 
-def test_pixels_scale_paper_units_to_the_crop():
-    assert P.pixels(256, 224) == 256
-    assert P.pixels(256, 32) == 37  # 256 * 32 / 224 = 36.57
-    assert P.pixels(512, 32) == 73
-    assert P.pixels(100, 64) == 64  # never smaller than the crop
-
-
 def test_model_kwargs_build_the_configured_model(repo_params):
     from vgg.models import build_model
 

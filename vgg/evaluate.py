@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from .device import autocast
 from .io import StageError, load
-from .params import PROTOCOLS, pixels
-from .transforms import rescale
+from .transforms import pixels, rescale
 
+PROTOCOLS = ("dense", "multi-crop")  # §3.2 and §4.3; fusion adds their average (Table 5)
 RECORD_KEYS = ("run", "net", "train_scale", "protocol", "scales", "posteriors", "labels")
 # Dense evaluation holds images of other sizes back while it fills a batch of one size; this many
 # batches' worth at most, so memory stays bounded on ImageFolder sets with many aspect ratios.

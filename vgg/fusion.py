@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from . import io, params
+from . import evaluate, io
 from .evaluate import load_posteriors
 
 # The evaluate stage's two protocols, and their average (§4.3, Table 5's "multi-crop & dense").
-PROTOCOLS = params.PROTOCOLS + ("multi-crop+dense",)
+PROTOCOLS = evaluate.PROTOCOLS + ("multi-crop+dense",)
 
 
 def average_posteriors(posteriors):

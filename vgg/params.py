@@ -13,7 +13,6 @@ from .models import NETS, pools_for_crop
 
 DATASETS = ("fashion_mnist", "imagefolder")
 INIT_SCHEMES = ("normal", "glorot")
-PROTOCOLS = ("dense", "multi-crop")
 
 
 def _positive(v):
@@ -216,11 +215,6 @@ def model_kwargs(model_section, dropout=0.5):
         "dropout": dropout,
         "lrn": {"size": m["lrn_size"], "alpha": m["lrn_alpha"], "beta": m["lrn_beta"], "k": m["lrn_k"]},
     }
-
-
-def pixels(paper_scale, crop):
-    """A scale in the paper's units (for a 224 crop) in pixels at this crop size."""
-    return max(crop, int(round(paper_scale * crop / 224)))
 
 
 # ---------------------------------------------------------------- presets (README: full scale)

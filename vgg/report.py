@@ -107,8 +107,8 @@ def results_page(title, intro, frame, sections=None):
 
 
 def pixel_table(crop):
-    """Paper scale (for a 224 crop) -> pixels at this crop (`vgg.params.pixels`)."""
-    from .params import pixels
+    """Paper scale (for a 224 crop) -> pixels at this crop (`vgg.transforms.pixels`)."""
+    from .transforms import pixels
     frame = pd.DataFrame({"paper S or Q": ["pixels"]})
     for q in PAPER_SCALES:
         frame[str(q)] = [pixels(q, crop)]
