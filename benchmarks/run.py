@@ -112,24 +112,24 @@ def default_setup(params_path):
     stats = io.read_json("data/mean_rgb.json", "mean RGB file (run `dvc repro mean_rgb` first)")
     train_set = data.load_split("data/prepared/train.pt")
     crop = model_params["crop"]
-    transform = TrainTransform(crop, pixels(hp["scale_min"], crop), pixels(hp["scale_max"], crop),
-                               stats["mean"], stats["eigval"], stats["eigvec"], hp["colour_shift_std"], hp["flip"])
+    transform = TrainTransform(crop, pixels(hp.scale_min, crop), pixels(hp.scale_max, crop),
+                               stats["mean"], stats["eigval"], stats["eigvec"], hp.colour_shift_std, hp.flip)
     return all_params, model_params, hp, stats, train_set, transform
 
 
 def bench_pipeline_and_flops(params_path, net, steps, device):
     all_params, model_params, hp, stats, train_set, transform = default_setup(params_path)
     # The training loop's own precision and layout (vgg.train.train).
-    memory_format = torch.channels_last if hp["channels_last"] else torch.contiguous_format
-    bf16 = hp["bf16"] and devices.bf16_native(device)
-    model = models.build_model(net, **params.model_kwargs(model_params, hp["dropout"]))
+    memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
+    bf16 = hp.bf16 and devices.bf16_native(device)
+    model = models.build_model(net, **params.model_kwargs(model_params), dropout=hp.dropout)
     model.to(device, memory_format=memory_format)
-    optimizer = train.make_optimizer(model, 1e-3, hp["momentum"], hp["weight_decay"])
-    batch = hp["batch_size"]
-    batches = train.epoch_batches(len(train_set), batch, hp["seed"], 0)[:steps]
+    optimizer = train.make_optimizer(model, 1e-3, hp.momentum, hp.weight_decay)
+    batch = hp.batch_size
+    batches = train.epoch_batches(len(train_set), batch, hp.seed, 0)[:steps]
     keys = [[(i, train.sample_seed(0, 0, i)) for i in b] for b in batches]
     loader = DataLoader(data.Transformed(train_set, transform), batch_sampler=keys,
-                        num_workers=hp["num_workers"], generator=torch.Generator())
+                        num_workers=hp.num_workers, generator=torch.Generator())
 
     def one_step(images, labels):
         with devices.autocast(device, bf16):
@@ -156,8 +156,8 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     n = steps * batch
     precision = "bf16 autocast" if bf16 else "fp32"
     print(f"\n2. training loop at the default params (net {net}, batch {batch}, crop {model_params['crop']}, "
-          f"jittered S, {hp['num_workers']} loader workers, {precision}, "
-          f"{'channels_last' if hp['channels_last'] else 'contiguous'}, {steps} steps)")
+          f"jittered S, {hp.num_workers} loader workers, {precision}, "
+          f"{'channels_last' if hp.channels_last else 'contiguous'}, {steps} steps)")
     print(f"   loop (data + step) {n / loop:.0f} img/s, step alone {n / step_only:.0f} img/s: "
           f"data pipeline costs {100 * (loop - step_only) / loop:.1f}% of the loop")
     # §3: forward + backward is about 3 forward passes' worth of multiply-adds.
@@ -184,7 +184,7 @@ def bench_evaluation(params_path, net, images, device):
     split = data.subset(io.load("data/prepared/test.pt"), torch.arange(images))
     test_set = data.ImageSet(split)
     model = models.build_model(net, **params.model_kwargs(model_params))
-    scales = evaluate.test_scales(256, 512)["multi"]
+    scales = evaluate.test_scales(256, 512, 32)
     timings = {}
     for protocol in ("dense", "multi-crop"):
         start = time.perf_counter()

@@ -3,6 +3,7 @@
 Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
 """
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -64,7 +65,7 @@ def main(argv=None):
     if model_params["num_classes"] < len(train_set.classes):
         raise io.StageError(f"model.num_classes: {model_params['num_classes']} < "
                             f"{len(train_set.classes)} classes in {args.data}")
-    kwargs = params.model_kwargs(model_params, hp["dropout"])
+    kwargs = {**params.model_kwargs(model_params), "dropout": hp.dropout}
     if args.init:
         start, _ = models.load_model(args.init, net)
         model = models.build_model(net, **kwargs)
@@ -75,12 +76,12 @@ def main(argv=None):
                           torch.Generator().manual_seed(init_params["seed"]))
 
     crop = model_params["crop"]
-    smin, smax = pixels(hp["scale_min"], crop), pixels(hp["scale_max"], crop)
+    smin, smax = pixels(hp.scale_min, crop), pixels(hp.scale_max, crop)
     train_transform = TrainTransform(crop, smin, smax, stats["mean"], stats["eigval"], stats["eigvec"],
-                                     hp["colour_shift_std"], hp["flip"])
+                                     hp.colour_shift_std, hp.flip)
     # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
-    val_transform = TestTransform(pixels((hp["scale_min"] + hp["scale_max"]) / 2, crop), stats["mean"])
-    settings = {"net": net, "schedule": args.schedule, "hp": hp, "model": kwargs, "init": init_params,
+    val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, crop), stats["mean"])
+    settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs, "init": init_params,
                 "init_file": args.init}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
     fp = train.fingerprint(settings, *inputs)
@@ -108,7 +109,7 @@ def main(argv=None):
             live.summary["wall_seconds"] = round(seconds, 1)
             live.end()
             record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
-                                         (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
+                                         (hp.scale_min, hp.scale_max), params=settings, history=history,
                                          init_file=args.init, device=str(device), processes=world,
                                          wall_seconds=seconds)
             io.atomic_save(record, args.out)

@@ -64,10 +64,10 @@ def test_bootstrap_interval_of_identical_posteriors_is_zero():
 
 
 def test_bootstrap_difference_is_err_a_minus_err_b_in_points():
-    diff, low, high = stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0)
+    diff, low, high = stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0, 0.95)
     assert diff == pytest.approx(25.0)
     assert low < diff < high
-    assert stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0) == (diff, low, high)
+    assert stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0, 0.95) == (diff, low, high)
 
 
 def test_bootstrap_matches_resampling_image_indices():
@@ -84,19 +84,19 @@ def test_bootstrap_matches_resampling_image_indices():
 
 def test_clearly_better_model_is_reproduced():
     baseline, better = outcomes(range(300)), outcomes(range(50))
-    _, low, high = stats.paired_bootstrap(baseline, better, 2000, 0)
+    _, low, high = stats.paired_bootstrap(baseline, better, 2000, 0, 0.95)
     assert stats.verdict(low, high, "better") == "reproduced"
 
 
 def test_clearly_worse_model_is_contradicted():
     baseline, worse = outcomes(range(50)), outcomes(range(300))
-    _, low, high = stats.paired_bootstrap(baseline, worse, 2000, 0)
+    _, low, high = stats.paired_bootstrap(baseline, worse, 2000, 0, 0.95)
     assert stats.verdict(low, high, "better") == "contradicted"
 
 
 def test_equally_good_models_on_different_images_are_inconclusive():
     a, b = outcomes(range(100)), outcomes(range(100, 200))
-    diff, low, high = stats.paired_bootstrap(a, b, 2000, 0)
+    diff, low, high = stats.paired_bootstrap(a, b, 2000, 0, 0.95)
     assert diff == 0.0 and low < 0 < high
     assert stats.verdict(low, high, "better") == "inconclusive"
 
@@ -120,8 +120,8 @@ def test_parse_member_in_the_papers_notation():
 
 
 def test_parse_ensemble_reads_the_papers_table_6_rows():
-    from vgg.tables import paper_rows
-    rows = paper_rows()
+    from vgg.paper import classification_rows
+    rows = classification_rows()
     ensembles = [fusion.parse_ensemble(text) for text in rows.loc[rows["table"] == "T6", "net"]]
     assert [len(m) for m in ensembles] == [7, 2, 2, 2]
     assert ensembles[1] == ["D/256-512/256;384;512", "E/256-512/256;384;512"]

@@ -7,7 +7,7 @@ from torch import nn
 from vgg import models
 from vgg.models import (CONFIGS, LocalResponseNorm, build_model, count_parameters, depth, init_from_net_a,
                         initialise)
-from vgg.report import table1
+from vgg.tables import table1
 
 # Table 2 (exact counts at 1000 classes, 224 crop, FC 4096).
 TABLE_2 = {
@@ -34,7 +34,7 @@ def test_param_counts_match_table_2(net):
 
 
 def test_param_counts_match_the_paper_csv():
-    from vgg.report import paper_csv
+    from vgg.paper import paper_csv
 
     paper = paper_csv("table2_parameters.csv").set_index("net")
     for net, count in TABLE_2.items():

@@ -1,5 +1,6 @@
 """params.yaml is validated before a stage writes anything; every error is one line naming the key."""
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -197,22 +198,24 @@ def test_stage_with_a_missing_params_file_names_it(tmp_path, capsys):
 
 def test_schedules_follow_section_3_1(repo_params):
     train = P.schedule(repo_params, "train")
-    assert (train["scale_min"], train["scale_max"]) == (256, 256)
-    assert train["lr"] == repo_params["train"]["lr"]
+    assert (train.scale_min, train.scale_max) == (256, 256)
+    assert train.lr == repo_params["train"]["lr"]
 
     finetune = P.schedule(repo_params, "finetune")
-    assert (finetune["scale_min"], finetune["scale_max"]) == (384, 384)
-    assert finetune["lr"] == repo_params["finetune"]["lr"]
-    assert finetune["lr"] < train["lr"]  # fine-tuning with a smaller learning rate
-    assert finetune["epochs"] == repo_params["finetune"]["epochs"]
-    assert finetune["momentum"] == repo_params["train"]["momentum"]  # not overridden: from train
+    assert (finetune.scale_min, finetune.scale_max) == (384, 384)
+    assert finetune.lr == repo_params["finetune"]["lr"]
+    assert finetune.lr < train.lr  # fine-tuning with a smaller learning rate
+    assert finetune.epochs == repo_params["finetune"]["epochs"]
+    assert finetune.momentum == repo_params["train"]["momentum"]  # not overridden: from train
 
     jitter = P.schedule(repo_params, "jitter")
-    assert (jitter["scale_min"], jitter["scale_max"]) == (256, 512)
-    assert jitter["lr"] == repo_params["jitter"]["lr"]
-    for schedule in (train, finetune, jitter):
-        assert not {"train_scale", "train_scale_min", "train_scale_max"} & set(schedule)
-        assert set(schedule) == set(train)
+    assert (jitter.scale_min, jitter.scale_max) == (256, 512)
+    assert jitter.lr == repo_params["jitter"]["lr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        train.lr = 1.0  # a schedule is read, never changed, below the stage that built it
+    # Every key of the train section but train_scale, which became scale_min / scale_max.
+    fields = {f.name for f in dataclasses.fields(P.Schedule)}
+    assert fields == set(repo_params["train"]) - {"train_scale"} | {"scale_min", "scale_max"}
 
 
 def test_schedule_errors(params):
@@ -228,8 +231,9 @@ def test_schedule_errors(params):
 def test_model_kwargs_build_the_configured_model(repo_params):
     from vgg.models import build_model
 
-    kwargs = P.model_kwargs(P.section(repo_params, "model"), dropout=0.3)
-    model = build_model("A-LRN", **kwargs)
+    kwargs = P.model_kwargs(P.section(repo_params, "model"))
+    assert "dropout" not in kwargs  # the training schedule's
+    model = build_model("A-LRN", **kwargs, dropout=0.3)
     m = repo_params["model"]
     assert model.crop == m["crop"]
     assert model.classifier[6].out_features == m["num_classes"]

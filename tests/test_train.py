@@ -136,7 +136,7 @@ def test_plateau_rule_divides_lr_by_10_at_most_3_times():
     state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.01}
     lrs = []
     for acc in [50, 60, 60, 60, 55, 55, 55, 55, 55, 55, 55, 55]:
-        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=3)
+        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=3, threshold=0.0)
         lrs.append(state["lr"])
     assert lrs[:2] == [0.01, 0.01]
     assert lrs[3] == pytest.approx(0.001)  # two epochs without improvement, patience 1

@@ -20,7 +20,7 @@ RECORD_KEYS = ("run", "net", "train_scale", "protocol", "scales", "posteriors", 
 MAX_PENDING_BATCHES = 4
 
 
-def test_scales(scale_min, scale_max, offset=32):
+def test_scales(scale_min, scale_max, offset):
     """The three test scales Q (paper units) of §4.2 for a net trained at S in [scale_min, scale_max]:
     {S - 32, S, S + 32} for fixed S, {Smin, 0.5 (Smin + Smax), Smax} for jittered S. The middle one
     is §4.1's single scale (Q = S, or 0.5 (Smin + Smax)), which Table 3 reads from the same file.
@@ -31,7 +31,7 @@ def test_scales(scale_min, scale_max, offset=32):
     return [scale_min, middle, scale_max]
 
 
-def crop_positions(height, width, crop, grid=5):
+def crop_positions(height, width, crop, grid):
     """(top, left) of grid x grid crops on a regular grid: the corners and, for odd grid, the centre."""
     def steps(extent):
         if grid == 1:
@@ -119,7 +119,7 @@ def _crops(image, crop, grid):
 
 
 @torch.inference_mode()
-def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid=5, num_workers=0,
+def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid, num_workers=0,
                         bf16=False):
     """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3).
 
@@ -152,7 +152,7 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
     return out
 
 
-def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid=5, num_workers=0,
+def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid, num_workers=0,
                    bf16=False):
     """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` ('dense' or 'multi-crop')."""
     if protocol not in PROTOCOLS:

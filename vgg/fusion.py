@@ -139,3 +139,14 @@ def ensemble_record(name, members, protocol, posteriors, labels):
             "train_scale": "+".join(m.split("/")[1] for m in members), "protocol": protocol,
             "scales": sorted({q for _, qs in parsed for q in qs}), "posteriors": {"fused": posteriors},
             "labels": labels, "members": list(members)}
+
+
+def fused_reader(directory):
+    """name -> the fuse stage's record of ensemble `name` in `directory`, checked to be one."""
+    def read(name):
+        path = Path(directory) / f"{name}.pt"
+        record = io.load(path, "fused predictions")
+        if not isinstance(record, dict) or record.get("run") != name or "fused" not in record.get("posteriors", {}):
+            raise io.StageError(f"{path}: not the fused predictions of ensemble {name!r}")
+        return record
+    return read

@@ -4,6 +4,7 @@ Every error is one line naming the key, e.g. `model.crop: 100 is not 7 x 2^k ...
 """
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -186,11 +187,33 @@ def check_net(name):
     return name
 
 
-def schedule(params, name):
-    """Training hyper-parameters of one schedule: `train`, with `finetune` or `jitter` overriding it.
+@dataclass(frozen=True)
+class Schedule:
+    """One training schedule of §3.1, validated: `train`, or `finetune` / `jitter` over it.
+    Scales in paper units; scale_min == scale_max for a fixed S."""
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    dropout: float
+    lr_factor: float
+    lr_patience: int
+    lr_threshold: float
+    max_lr_drops: int
+    epochs: int
+    scale_min: int
+    scale_max: int
+    colour_shift_std: float
+    flip: bool
+    seed: int
+    num_workers: int
+    bf16: bool
+    channels_last: bool
+    checkpoint_every: int
 
-    Returns a dict with `scale_min` and `scale_max` in paper units (equal for a fixed S).
-    """
+
+def schedule(params, name):
+    """The Schedule `name`: the `train` section, with `finetune` or `jitter` overriding it."""
     merged = section(params, "train")
     if name != "train":
         if name not in ("finetune", "jitter"):
@@ -204,15 +227,15 @@ def schedule(params, name):
     else:
         lo = hi = merged.pop("train_scale")
     merged["scale_min"], merged["scale_max"] = lo, hi
-    return merged
+    return Schedule(**merged)
 
 
-def model_kwargs(model_section, dropout=0.5):
-    """Keyword arguments of vgg.models.build_model from the validated `model` section."""
+def model_kwargs(model_section):
+    """Keyword arguments of vgg.models.build_model from the validated `model` section (the
+    architecture; training adds its schedule's dropout, which has no weights)."""
     m = model_section
     return {
         "width": m["width"], "fc_width": m["fc_width"], "num_classes": m["num_classes"], "crop": m["crop"],
-        "dropout": dropout,
         "lrn": {"size": m["lrn_size"], "alpha": m["lrn_alpha"], "beta": m["lrn_beta"], "k": m["lrn_k"]},
     }
 

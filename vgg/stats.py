@@ -28,7 +28,7 @@ def top_k_error(scores, labels, k):
     return error_percent(correct_top_k(scores, labels, k))
 
 
-def paired_bootstrap(correct_a, correct_b, samples, seed, confidence=0.95):
+def paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
     """err(a) - err(b) in points with a percentile `confidence` interval, test images resampled.
 
     Both models are scored on the same resampled images (paired), so their shared hard images
