@@ -161,7 +161,7 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     print(f"   loop (data + step) {n / loop:.0f} img/s, step alone {n / step_only:.0f} img/s: "
           f"data pipeline costs {100 * (loop - step_only) / loop:.1f}% of the loop")
     # §3: forward + backward is about 3 forward passes' worth of multiply-adds.
-    flops = 3 * models.flops_per_image(model, model_params["crop"]) * n / step_only
+    flops = 3 * models.flops_per_image(model) * n / step_only
     peak = matmul_peak(device, dtype=torch.bfloat16 if bf16 else torch.float32)
     print(f"\n3. achieved {flops / 1e9:.1f} GFLOP/s in that training step (net {net}, default width, {precision}) "
           f"vs {'bf16' if bf16 else 'fp32'} matmul peak {peak / 1e9:.1f} GFLOP/s: {flops / peak:.2f} of peak")
@@ -170,7 +170,7 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     full.to(device, memory_format=memory_format)
     x = torch.randn(8, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
     t = step_seconds(full, x, torch.randint(0, 1000, (8,), device=device), device, 2, bf16)
-    full_flops = 3 * models.flops_per_image(full, 224) * 8 / t
+    full_flops = 3 * models.flops_per_image(full) * 8 / t
     print(f"   full scale (net {net}, 224, batch 8, {precision}): {full_flops / 1e9:.1f} GFLOP/s: "
           f"{full_flops / peak:.2f} of peak")
     return all_params, model_params, stats

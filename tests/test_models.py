@@ -372,13 +372,15 @@ def test_table1_width_multiplier_changes_channel_labels():
 
 
 def test_flops_per_image_counts_conv_and_fc():
-    model = small("A")
-    # Conv FLOPs grow with the square of the input side, FC FLOPs stay fixed.
-    fc = sum(2 * l.in_features * l.out_features for l in (model.classifier[0], model.classifier[3],
-                                                          model.classifier[6]))
-    conv_32 = models.flops_per_image(model, 32) - fc
-    conv_64 = models.flops_per_image(model, 64) - fc
-    assert conv_64 == 4 * conv_32
-    first = model.features[0]
-    assert conv_32 > 2 * 32 * 32 * first.out_channels * 3 * 9
-
+    # Counted by hand, conv by conv and FC by FC, at the crop: 2 x multiply-adds.
+    for model in (small("A"), small("E", width=0.25), build_model("D")):
+        total, side, channels = 0, model.crop, 3
+        for layer in model.features:
+            if isinstance(layer, nn.Conv2d):
+                total += 2 * side * side * layer.out_channels * channels * 9
+                channels = layer.out_channels
+            elif isinstance(layer, nn.MaxPool2d):
+                side //= 2
+        total += sum(2 * l.in_features * l.out_features for l in model.classifier if isinstance(l, nn.Linear))
+        assert models.flops_per_image(model) == total
+    assert models.flops_per_image(build_model("D")) / 1e9 == pytest.approx(30.9, abs=0.1)  # README: D 30.9 GFLOP

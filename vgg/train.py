@@ -80,6 +80,11 @@ def plateau_step(state, val_top1, lr_factor, patience, max_drops, threshold):
     "Improving" means beating the best validation top-1 (%) by more than `threshold` points: on a
     few thousand validation images a gain below the sampling noise (binomial s.e. ~0.5 point at 5k
     images and 80%) is no evidence that accuracy still improves.
+
+    Hand-written, not torch's ReduceLROnPlateau: that has the same test (mode max, abs threshold,
+    patience) but no cap on the number of drops; min_lr = lr * 0.1**3 emulates the cap only up to
+    float rounding (1.0000000000000003e-05 against three drops' 1e-05), so runs would not be
+    bit-identical to this rule's.
     """
     state = dict(state)
     if val_top1 > state["best"] + threshold:
