@@ -81,8 +81,8 @@ def main(argv=None):
                                      hp.colour_shift_std, hp.flip)
     # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
     val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, crop), stats["mean"])
-    settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs, "init": init_params,
-                "init_file": args.init}
+    settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs,
+                "init": init_params, "init_file": args.init}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
     fp = train.fingerprint(settings, *inputs)
 
