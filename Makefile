@@ -5,7 +5,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data repro test bench clean-checkpoints
+.PHONY: setup data repro test bench full-scale clean-checkpoints
 
 setup: $(VENV)/.installed data .dvc/plots/offline.html
 
@@ -32,8 +32,15 @@ repro: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The benchmarks read the prepared data and mean RGB: made (or restored from DVC's cache) first.
 bench: setup
+	dvc repro mean_rgb
 	$(PY) -m benchmarks.run
+
+# ILSVRC-2012 at full scale as a DVC experiment: make full-scale ROOT=/data/ILSVRC2012 [EXTRA="k=v ..."]
+full-scale: setup
+	@test -n "$(ROOT)" || { echo "error: ROOT: set ROOT=/path/to/ILSVRC2012 (train/, val/)"; exit 2; }
+	dvc exp run -n ilsvrc2012 $$($(PY) -m scripts.preset presets/ilsvrc2012.yaml data.root=$(ROOT) $(EXTRA))
 
 clean-checkpoints:
 	rm -rf .ckpt

@@ -15,6 +15,7 @@
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from vgg import data, device as devices, evaluate, io, models, params, train
-from vgg.transforms import TrainTransform
+from vgg.transforms import TrainTransform, pixels
 
 TORCHVISION = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
@@ -111,24 +112,24 @@ def default_setup(params_path):
     stats = io.read_json("data/mean_rgb.json", "mean RGB file (run `dvc repro mean_rgb` first)")
     train_set = data.load_split("data/prepared/train.pt")
     crop = model_params["crop"]
-    transform = TrainTransform(crop, params.pixels(hp["scale_min"], crop), params.pixels(hp["scale_max"], crop),
-                               stats["mean"], stats["eigval"], stats["eigvec"], hp["colour_shift_std"], hp["flip"])
+    transform = TrainTransform(crop, pixels(hp.scale_min, crop), pixels(hp.scale_max, crop),
+                               stats["mean"], stats["eigval"], stats["eigvec"], hp.colour_shift_std, hp.flip)
     return all_params, model_params, hp, stats, train_set, transform
 
 
 def bench_pipeline_and_flops(params_path, net, steps, device):
     all_params, model_params, hp, stats, train_set, transform = default_setup(params_path)
     # The training loop's own precision and layout (vgg.train.train).
-    memory_format = torch.channels_last if hp["channels_last"] else torch.contiguous_format
-    bf16 = hp["bf16"] and devices.bf16_native(device)
-    model = models.build_model(net, **params.model_kwargs(model_params, hp["dropout"]))
+    memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
+    bf16 = hp.bf16 and devices.bf16_native(device)
+    model = models.build_model(net, **params.model_kwargs(model_params), dropout=hp.dropout)
     model.to(device, memory_format=memory_format)
-    optimizer = train.make_optimizer(model, 1e-3, hp["momentum"], hp["weight_decay"])
-    batch = hp["batch_size"]
-    batches = train.epoch_batches(len(train_set), batch, hp["seed"], 0)[:steps]
+    optimizer = train.make_optimizer(model, 1e-3, hp.momentum, hp.weight_decay)
+    batch = hp.batch_size
+    batches = train.epoch_batches(len(train_set), batch, hp.seed, 0)[:steps]
     keys = [[(i, train.sample_seed(0, 0, i)) for i in b] for b in batches]
     loader = DataLoader(data.Transformed(train_set, transform), batch_sampler=keys,
-                        num_workers=hp["num_workers"], generator=torch.Generator())
+                        num_workers=hp.num_workers, generator=torch.Generator())
 
     def one_step(images, labels):
         with devices.autocast(device, bf16):
@@ -155,12 +156,12 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     n = steps * batch
     precision = "bf16 autocast" if bf16 else "fp32"
     print(f"\n2. training loop at the default params (net {net}, batch {batch}, crop {model_params['crop']}, "
-          f"jittered S, {hp['num_workers']} loader workers, {precision}, "
-          f"{'channels_last' if hp['channels_last'] else 'contiguous'}, {steps} steps)")
+          f"jittered S, {hp.num_workers} loader workers, {precision}, "
+          f"{'channels_last' if hp.channels_last else 'contiguous'}, {steps} steps)")
     print(f"   loop (data + step) {n / loop:.0f} img/s, step alone {n / step_only:.0f} img/s: "
           f"data pipeline costs {100 * (loop - step_only) / loop:.1f}% of the loop")
     # §3: forward + backward is about 3 forward passes' worth of multiply-adds.
-    flops = 3 * models.flops_per_image(model, model_params["crop"]) * n / step_only
+    flops = 3 * models.flops_per_image(model) * n / step_only
     peak = matmul_peak(device, dtype=torch.bfloat16 if bf16 else torch.float32)
     print(f"\n3. achieved {flops / 1e9:.1f} GFLOP/s in that training step (net {net}, default width, {precision}) "
           f"vs {'bf16' if bf16 else 'fp32'} matmul peak {peak / 1e9:.1f} GFLOP/s: {flops / peak:.2f} of peak")
@@ -169,7 +170,7 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     full.to(device, memory_format=memory_format)
     x = torch.randn(8, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
     t = step_seconds(full, x, torch.randint(0, 1000, (8,), device=device), device, 2, bf16)
-    full_flops = 3 * models.flops_per_image(full, 224) * 8 / t
+    full_flops = 3 * models.flops_per_image(full) * 8 / t
     print(f"   full scale (net {net}, 224, batch 8, {precision}): {full_flops / 1e9:.1f} GFLOP/s: "
           f"{full_flops / peak:.2f} of peak")
     return all_params, model_params, stats
@@ -183,7 +184,7 @@ def bench_evaluation(params_path, net, images, device):
     split = data.subset(io.load("data/prepared/test.pt"), torch.arange(images))
     test_set = data.ImageSet(split)
     model = models.build_model(net, **params.model_kwargs(model_params))
-    scales = evaluate.test_scales(256, 512)["multi"]
+    scales = evaluate.test_scales(256, 512, 32)
     timings = {}
     for protocol in ("dense", "multi-crop"):
         start = time.perf_counter()
@@ -197,6 +198,9 @@ def bench_evaluation(params_path, net, images, device):
           f"multi-crop costs {timings['multi-crop'] / timings['dense']:.1f}x dense")
 
 
+INPUTS = ("data/mean_rgb.json", "data/prepared/train.pt", "data/prepared/test.pt")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -207,6 +211,10 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="training steps of benchmark 2")
     parser.add_argument("--eval-images", type=int, default=200)
     args = parser.parse_args()
+    # Benchmarks 2-3 read pipeline outputs: fail at once, not after minutes of benchmark 1.
+    for path in INPUTS:
+        if not Path(path).is_file():
+            raise SystemExit(f"error: {path}: not found; run `dvc repro mean_rgb` first (`make bench` does)")
     device = torch.device(args.device)
     torch.manual_seed(0)
     start = time.perf_counter()

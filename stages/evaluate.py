@@ -17,7 +17,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, type=Path, help="e.g. models/D_256-512.pt (stem = run)")
-    parser.add_argument("--protocol", required=True, choices=params.PROTOCOLS)
+    parser.add_argument("--protocol", required=True, choices=evaluate.PROTOCOLS)
     parser.add_argument("--test", default="data/prepared/test.pt")
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True)
@@ -37,7 +37,7 @@ def main(argv=None):
         raise io.StageError(f"{args.test}: {len(test_set.classes)} classes, but {args.model} has "
                             f"{model.classifier[-1].out_features} outputs")
 
-    scales = evaluate.test_scales(*record["train_scale"], settings["scale_offset"])["multi"]
+    scales = evaluate.test_scales(*record["train_scale"], settings["scale_offset"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     posteriors = evaluate.evaluate_model(model, test_set, scales, args.protocol, stats["mean"], crop,

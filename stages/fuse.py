@@ -2,7 +2,7 @@
 import argparse
 from pathlib import Path
 
-from vgg import fusion, io, params
+from vgg import fusion, io, params, stats
 
 
 @io.stage_main
@@ -21,8 +21,8 @@ def main(argv=None):
     posteriors, labels = fusion.fuse(fusion.preds_reader(args.preds), members, protocol)
     io.atomic_save(fusion.ensemble_record(args.name, members, protocol, posteriors, labels), args.out)
     print(f"fuse: {args.name}: {len(members)} nets, {protocol}: top-1 error "
-          f"{fusion.top_k_error(posteriors, labels, 1):.2f}%, top-5 "
-          f"{fusion.top_k_error(posteriors, labels, 5):.2f}% -> {args.out}")
+          f"{stats.top_k_error(posteriors, labels, 1):.2f}%, top-5 "
+          f"{stats.top_k_error(posteriors, labels, 5):.2f}% -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,41 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
-from vgg import figures, fusion, io, params, report, tables
-
-
-def fused_reader(directory):
-    def read(name):
-        path = Path(directory) / f"{name}.pt"
-        record = io.load(path, "fused predictions")
-        if not isinstance(record, dict) or record.get("run") != name or "fused" not in record.get("posteriors", {}):
-            raise io.StageError(f"{path}: not the fused predictions of ensemble {name!r}")
-        return record
-    return read
-
-
-def check_runs(runs, paper):
-    for run, _ in tables.required_preds(paper):
-        if run not in runs:
-            raise io.StageError(f"report.runs: lacks {run}, which Tables 3-5 need")
-
-
-def training_summary(curves, logs):
-    """Per run: epochs, learning-rate drops the plateau rule made (§3.1), final training and validation
-    top-1 error, best validation error, wall time (from DVCLive's summary)."""
-    rows = []
-    for run, c in curves.items():
-        summary = io.read_json(Path(logs) / run / "metrics.json", "training summary")
-        lr = figures.load_curves(logs, [run], "lr")[run]["lr"]
-        train_top1 = figures.load_curves(logs, [run], "train_top1")[run]["train_top1"]
-        rows.append({"run": run, "epochs": len(c), "lr drops": int((lr.diff() < 0).sum()),
-                     "final train top-1 err": 100.0 - train_top1.iloc[-1],
-                     "final val top-1 err": c["val_top1_err"].iloc[-1],
-                     "best val top-1 err": c["val_top1_err"].min(),
-                     "wall time (s)": summary.get("wall_seconds")})
-    return pd.DataFrame(rows)
+from vgg import figures, fusion, io, paper, params, report, tables
 
 
 @io.stage_main
@@ -64,17 +30,17 @@ def main(argv=None):
     ensembles = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
     settings = params.section(all_params, "report")
     compute = io.read_json(args.compute, "compute file") if args.compute else None
-    paper = tables.paper_rows()
-    check_runs(settings["runs"], paper)
+    rows = paper.classification_rows()
+    tables.check_runs(settings["runs"], rows)
 
     # Everything is computed before anything is written: a failure leaves no half report.
     read = fusion.preds_reader(args.preds)
-    results = tables.evaluate_rows(paper, read, ensembles, fused_reader(args.ensembles))
-    references = report.paper_csv("fashion_mnist_reference.csv") if data["dataset"] == "fashion_mnist" else None
-    frames = tables.tables(paper, results, references)
+    results = tables.evaluate_rows(rows, read, ensembles, fusion.fused_reader(args.ensembles))
+    references = paper.paper_csv("fashion_mnist_reference.csv") if data["dataset"] == "fashion_mnist" else None
+    frames = tables.tables(rows, results, references)
     claims = tables.claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"],
                            settings["confidence"])
-    curves = figures.load_curves(args.logs, settings["runs"])
+    curves = tables.load_curves(args.logs, settings["runs"])
     test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)
     n_images = len(results[0].correct1)
@@ -82,7 +48,7 @@ def main(argv=None):
     tmp = io.temp_dir_beside(args.out)
     try:
         (tmp / "table1.md").write_text(report.table1_page(model))
-        t2 = report.table2(params.model_kwargs(model))
+        t2 = tables.table2(params.model_kwargs(model))
         t2.to_csv(tmp / "table2.csv", index=False)
         (tmp / "table2.md").write_text(report.table2_page(t2))
 
@@ -103,9 +69,9 @@ def main(argv=None):
         samples = figures.sample_images(test_split, tmp / "samples.png")
         figures.training_curves(curves, tmp / "training_curves.png")
         figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
-        figures.error_vs_test_scale(tables.scale_errors(paper, read), tmp / "error_vs_test_scale.png")
+        figures.error_vs_test_scale(tables.scale_errors(rows, read), tmp / "error_vs_test_scale.png")
         (tmp / "README.md").write_text(report.readme(
-            data, model, schedules, compute, n_images, claims, training_summary(curves, args.logs),
+            data, model, schedules, compute, n_images, claims, tables.training_summary(curves, args.logs),
             settings["confidence"], args.metrics, samples))
         io.replace_dir(tmp, args.out)
     finally:

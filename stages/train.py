@@ -3,7 +3,9 @@
 Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
 """
 import argparse
+import dataclasses
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 
 from vgg import data, io, models, params, train
-from vgg.transforms import TestTransform, TrainTransform
+from vgg.transforms import TestTransform, TrainTransform, pixels
 
 CURVES = ("train_loss", "train_top1", "val_top1", "val_top5", "val_top1_err", "val_top5_err", "lr",
           "images_per_s")
@@ -63,7 +65,7 @@ def main(argv=None):
     if model_params["num_classes"] < len(train_set.classes):
         raise io.StageError(f"model.num_classes: {model_params['num_classes']} < "
                             f"{len(train_set.classes)} classes in {args.data}")
-    kwargs = params.model_kwargs(model_params, hp["dropout"])
+    kwargs = {**params.model_kwargs(model_params), "dropout": hp.dropout}
     if args.init:
         start, _ = models.load_model(args.init, net)
         model = models.build_model(net, **kwargs)
@@ -74,34 +76,48 @@ def main(argv=None):
                           torch.Generator().manual_seed(init_params["seed"]))
 
     crop = model_params["crop"]
-    smin, smax = params.pixels(hp["scale_min"], crop), params.pixels(hp["scale_max"], crop)
+    smin, smax = pixels(hp.scale_min, crop), pixels(hp.scale_max, crop)
     train_transform = TrainTransform(crop, smin, smax, stats["mean"], stats["eigval"], stats["eigvec"],
-                                     hp["colour_shift_std"], hp["flip"])
+                                     hp.colour_shift_std, hp.flip)
     # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
-    val_transform = TestTransform(params.pixels((hp["scale_min"] + hp["scale_max"]) / 2, crop), stats["mean"])
-    settings = {"net": net, "schedule": args.schedule, "hp": hp, "model": kwargs, "init": init_params,
-                "init_file": args.init}
+    val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, crop), stats["mean"])
+    settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs,
+                "init": init_params, "init_file": args.init}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
     fp = train.fingerprint(settings, *inputs)
 
     rank, world, device = train.init_distributed()
-    live, logger = dvclive_logger(args.live_dir) if rank == 0 else (None, None)
     run = args.out.stem
+    # DVCLive clears its directory when it starts: it writes beside --live-dir and the finished
+    # logs replace the old ones only once the model is saved, so a killed or failed run leaves the
+    # previous logs/<run>/ as it was (a resumed run replays its history into the new directory).
+    live_tmp = None
     if rank == 0:
-        print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
-    start = time.perf_counter()
-    history = train.train(model, data.Transformed(train_set, train_transform), val_set,
-                          val_transform, hp, run, fp, device, rank, world, logger)
+        for stale in args.live_dir.parent.glob(f".{args.live_dir.name}.*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        live_tmp = io.temp_dir_beside(args.live_dir)
+    try:
+        live, logger = dvclive_logger(live_tmp) if rank == 0 else (None, None)
+        if rank == 0:
+            print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
+        start = time.perf_counter()
+        history = train.train(model, data.Transformed(train_set, train_transform), val_set,
+                              val_transform, hp, run, fp, device, rank, world, logger)
+        if rank == 0:
+            # Wall time of this invocation (a resumed run counts only its own part).
+            seconds = time.perf_counter() - start
+            live.summary["wall_seconds"] = round(seconds, 1)
+            live.end()
+            record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
+                                         (hp.scale_min, hp.scale_max), params=settings, history=history,
+                                         init_file=args.init, device=str(device), processes=world,
+                                         wall_seconds=seconds)
+            io.atomic_save(record, args.out)
+            io.replace_dir(live_tmp, args.live_dir)
+    finally:
+        if live_tmp is not None:
+            shutil.rmtree(live_tmp, ignore_errors=True)
     if rank == 0:
-        # Wall time of this invocation (a resumed run counts only its own part).
-        seconds = time.perf_counter() - start
-        live.summary["wall_seconds"] = round(seconds, 1)
-        live.end()
-        record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
-                                     (hp["scale_min"], hp["scale_max"]), params=settings, history=history,
-                                     init_file=args.init, device=str(device), processes=world,
-                                     wall_seconds=seconds)
-        io.atomic_save(record, args.out)
         last = history[-1]
         print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
               f"after {last['epoch']} epochs in {seconds:.0f} s -> {args.out}")

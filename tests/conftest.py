@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,16 +23,6 @@ def tiny_params(**overrides):
 def write_params(path, params):
     Path(path).write_text(yaml.safe_dump(params, sort_keys=False))
     return path
-
-
-def run_module(module, *args, env=None, cwd=ROOT, check=True):
-    """Run `python -m module args` as a separate process, as DVC would."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=full_env,
-                            capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="session")

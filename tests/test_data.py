@@ -473,3 +473,38 @@ def test_rgb_statistics_of_an_empty_split_is_an_error():
     empty = tensor_split(torch.zeros(0, 3, 2, 2, dtype=torch.uint8))
     with pytest.raises(StageError, match="empty"):
         data.rgb_statistics(data.ImageSet(empty))
+
+
+def test_full_scale_preset_prepares_a_generated_imagefolder_tree(tmp_path, capsys):
+    """`make full-scale ROOT=...`: the preset's flags, applied to params.yaml, validate and `prepare`
+    reads the tree with them (val_size shrunk to fit 12 training images)."""
+    import scripts.preset
+    from vgg import params as P
+    root = make_imagefolder(tmp_path / "ilsvrc")
+    repo = Path(__file__).resolve().parent.parent
+    scripts.preset.main([str(repo / "presets" / "ilsvrc2012.yaml"), f"data.root={root}", "data.val_size=3",
+                         "--params", str(repo / "params.yaml")])
+    flags = capsys.readouterr().out.split()
+    assert flags[::2] == ["-S"] * (len(flags) // 2)
+    overrides = dict(f.split("=", 1) for f in flags[1::2])
+    assert overrides["data.dataset"] == "imagefolder" and overrides["model.crop"] == "224"
+    assert overrides["data.root"] == str(root) and overrides["train.epochs"] == "74"
+    settings = P.apply_overrides(P.load_params(repo / "params.yaml"),
+                                 {k: yaml.safe_load(v) for k, v in overrides.items()}, validate=True)
+    assert P.section(settings, "model")["num_classes"] == 1000
+    store, meta = data.prepare(P.section(settings, "data"))
+    assert meta["sizes"] == {"train": 9, "val": 3, "test": 6}
+    assert store["train"]["kind"] == "files"
+
+
+def test_a_preset_override_of_an_unknown_or_bad_key_is_one_line(capsys):
+    import scripts.preset
+    repo = Path(__file__).resolve().parent.parent
+    preset = str(repo / "presets" / "ilsvrc2012.yaml")
+    for extra, start in (("train.lrr=0.1", "error: train.lrr: unknown key"),
+                         ("train.lr=.inf", "error: train.lr: inf must be a finite number")):
+        with pytest.raises(SystemExit) as info:
+            scripts.preset.main([preset, extra, "--params", str(repo / "params.yaml")])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1, err

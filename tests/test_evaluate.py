@@ -51,11 +51,10 @@ def one_image(dataset, i):
 
 def test_test_scales_follow_the_paper():
     # §4.1 and §4.2: Q = S and {S - 32, S, S + 32}; jittered: 0.5 (Smin + Smax) and {Smin, middle, Smax}.
-    assert E.test_scales(256, 256) == {"single": [256], "multi": [224, 256, 288]}
-    assert E.test_scales(384, 384) == {"single": [384], "multi": [352, 384, 416]}
-    assert E.test_scales(256, 512) == {"single": [384], "multi": [256, 384, 512]}
-    for s in [(256, 256), (256, 512)]:
-        assert set(E.test_scales(*s)["single"]) <= set(E.test_scales(*s)["multi"])
+    assert E.test_scales(256, 256, 32) == [224, 256, 288]
+    assert E.test_scales(384, 384, 32) == [352, 384, 416]
+    assert E.test_scales(256, 512, 32) == [256, 384, 512]
+    assert E.test_scales(256, 256, offset=64) == [192, 256, 320]
 
 
 def test_dense_at_crop_size_equals_forward():
@@ -142,8 +141,8 @@ def test_150_crops_per_image_over_3_scales():
     model, dataset = tiny_model(), tensor_set(5, size=28)
     rows = []
     model.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[0]))
-    scales = E.test_scales(256, 512)["multi"]
-    got = E.evaluate_model(model, dataset, scales, "multi-crop", MEAN, CROP, batch_size=128, device="cpu")
+    scales = E.test_scales(256, 512, 32)
+    got = E.evaluate_model(model, dataset, scales, "multi-crop", MEAN, CROP, batch_size=128, device="cpu", grid=5)
     assert sum(rows) == 150 * len(dataset)
     assert max(rows) == 100  # two images' crops per forward pass, not one pass per crop
     assert list(got) == scales and all(p.shape == (5, 10) for p in got.values())
@@ -172,7 +171,7 @@ def test_posteriors_are_rows_summing_to_one(protocol):
 
 def test_evaluate_model_converts_paper_scales_to_pixels():
     model, dataset = tiny_model(), tensor_set(2, size=28)
-    got = E.evaluate_model(model, dataset, [256], "dense", MEAN, CROP, 8, "cpu")
+    got = E.evaluate_model(model, dataset, [256], "dense", MEAN, CROP, 8, "cpu", 5)
     # Q=256 at a 28 crop is round(256 * 28 / 224) = 32 pixels.
     torch.testing.assert_close(got[256], E.dense_evaluate(model, dataset, 32, MEAN, 8, "cpu"))
     with pytest.raises(ValueError, match="protocol"):

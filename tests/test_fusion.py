@@ -5,7 +5,7 @@ import torch
 import yaml
 
 import stages.fuse
-from vgg import fusion
+from vgg import fusion, stats
 from vgg.io import StageError
 
 
@@ -49,31 +49,31 @@ def test_average_posteriors_is_the_mean_and_stays_a_distribution():
 def test_top_k_error_counts_labels_outside_the_k_most_probable():
     p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
     labels = torch.tensor([0, 1, 2, 1])
-    assert fusion.correct_top_k(p, labels, 1).tolist() == [1, 0, 0, 1]
-    assert fusion.correct_top_k(p, labels, 2).tolist() == [1, 1, 0, 1]
-    assert fusion.top_k_error(p, labels, 1) == 50.0
-    assert fusion.top_k_error(p, labels, 2) == 25.0
-    assert fusion.top_k_error(p, labels, 5) == 0.0  # k beyond the classes: every label is in
+    assert stats.correct_top_k(p, labels, 1).tolist() == [1, 0, 0, 1]
+    assert stats.correct_top_k(p, labels, 2).tolist() == [1, 1, 0, 1]
+    assert stats.top_k_error(p, labels, 1) == 50.0
+    assert stats.top_k_error(p, labels, 2) == 25.0
+    assert stats.top_k_error(p, labels, 5) == 0.0  # k beyond the classes: every label is in
 
 
 def test_bootstrap_interval_of_identical_posteriors_is_zero():
     p = posteriors(1000)
     labels = torch.randint(0, 10, (1000,), generator=torch.Generator().manual_seed(0))
-    correct = fusion.correct_top_k(p, labels, 1)
-    assert fusion.paired_bootstrap(correct, correct, 1000, 0, 0.95) == (0.0, 0.0, 0.0)
+    correct = stats.correct_top_k(p, labels, 1)
+    assert stats.paired_bootstrap(correct, correct, 1000, 0, 0.95) == (0.0, 0.0, 0.0)
 
 
 def test_bootstrap_difference_is_err_a_minus_err_b_in_points():
-    diff, low, high = fusion.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0)
+    diff, low, high = stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0, 0.95)
     assert diff == pytest.approx(25.0)
     assert low < diff < high
-    assert fusion.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0) == (diff, low, high)
+    assert stats.paired_bootstrap(outcomes(range(300)), outcomes(range(50)), 2000, 0, 0.95) == (diff, low, high)
 
 
 def test_bootstrap_matches_resampling_image_indices():
     a = outcomes(list(range(0, 150)) + list(range(400, 460)))
     b = outcomes(list(range(100, 260)))
-    _, low, high = fusion.paired_bootstrap(a, b, 20000, 0, 0.9)
+    _, low, high = stats.paired_bootstrap(a, b, 20000, 0, 0.9)
     rng = np.random.default_rng(1)
     index = rng.integers(0, len(a), size=(4000, len(a)))
     diffs = 100.0 * (b.numpy()[index].mean(1) - a.numpy()[index].mean(1))
@@ -84,30 +84,30 @@ def test_bootstrap_matches_resampling_image_indices():
 
 def test_clearly_better_model_is_reproduced():
     baseline, better = outcomes(range(300)), outcomes(range(50))
-    _, low, high = fusion.paired_bootstrap(baseline, better, 2000, 0)
-    assert fusion.verdict(low, high, "better") == "reproduced"
+    _, low, high = stats.paired_bootstrap(baseline, better, 2000, 0, 0.95)
+    assert stats.verdict(low, high, "better") == "reproduced"
 
 
 def test_clearly_worse_model_is_contradicted():
     baseline, worse = outcomes(range(50)), outcomes(range(300))
-    _, low, high = fusion.paired_bootstrap(baseline, worse, 2000, 0)
-    assert fusion.verdict(low, high, "better") == "contradicted"
+    _, low, high = stats.paired_bootstrap(baseline, worse, 2000, 0, 0.95)
+    assert stats.verdict(low, high, "better") == "contradicted"
 
 
 def test_equally_good_models_on_different_images_are_inconclusive():
     a, b = outcomes(range(100)), outcomes(range(100, 200))
-    diff, low, high = fusion.paired_bootstrap(a, b, 2000, 0)
+    diff, low, high = stats.paired_bootstrap(a, b, 2000, 0, 0.95)
     assert diff == 0.0 and low < 0 < high
-    assert fusion.verdict(low, high, "better") == "inconclusive"
+    assert stats.verdict(low, high, "better") == "inconclusive"
 
 
 def test_does_not_help_is_contradicted_only_when_significantly_better():
-    assert fusion.verdict(0.5, 2.0, "not better") == "contradicted"
-    assert fusion.verdict(-0.5, 2.0, "not better") == "reproduced"
-    assert fusion.verdict(-2.0, -0.5, "not better") == "reproduced"
-    assert fusion.verdict(0.0, 0.0, "not better") == "reproduced"
+    assert stats.verdict(0.5, 2.0, "not better") == "contradicted"
+    assert stats.verdict(-0.5, 2.0, "not better") == "reproduced"
+    assert stats.verdict(-2.0, -0.5, "not better") == "reproduced"
+    assert stats.verdict(0.0, 0.0, "not better") == "reproduced"
     with pytest.raises(ValueError):
-        fusion.verdict(0, 1, "worse")
+        stats.verdict(0, 1, "worse")
 
 
 def test_parse_member_in_the_papers_notation():
@@ -120,8 +120,8 @@ def test_parse_member_in_the_papers_notation():
 
 
 def test_parse_ensemble_reads_the_papers_table_6_rows():
-    from vgg.tables import paper_rows
-    rows = paper_rows()
+    from vgg.paper import classification_rows
+    rows = classification_rows()
     ensembles = [fusion.parse_ensemble(text) for text in rows.loc[rows["table"] == "T6", "net"]]
     assert [len(m) for m in ensembles] == [7, 2, 2, 2]
     assert ensembles[1] == ["D/256-512/256;384;512", "E/256-512/256;384;512"]

@@ -7,7 +7,7 @@ from torch import nn
 from vgg import models
 from vgg.models import (CONFIGS, LocalResponseNorm, build_model, count_parameters, depth, init_from_net_a,
                         initialise)
-from vgg.report import table1
+from vgg.tables import table1
 
 # Table 2 (exact counts at 1000 classes, 224 crop, FC 4096).
 TABLE_2 = {
@@ -34,7 +34,7 @@ def test_param_counts_match_table_2(net):
 
 
 def test_param_counts_match_the_paper_csv():
-    from vgg.report import paper_csv
+    from vgg.paper import paper_csv
 
     paper = paper_csv("table2_parameters.csv").set_index("net")
     for net, count in TABLE_2.items():
@@ -111,7 +111,7 @@ def test_pools_follow_the_crop_so_the_last_conv_map_is_7x7(crop, stride):
 @pytest.mark.parametrize("q, cells", [(256, 2), (384, 6), (512, 10)])
 def test_dense_score_map_has_the_papers_cell_counts_at_the_default_crop(q, cells):
     # §3.2: at Q = 256, 384, 512 the paper's map is Q / 32 - 6 cells per side; crop 28 keeps it.
-    from vgg.params import pixels
+    from vgg.transforms import pixels
     model = small("D", crop=28).eval()
     with torch.no_grad():
         dense = model.forward_dense(torch.zeros(1, 3, pixels(q, 28), pixels(q, 28)))
@@ -372,13 +372,15 @@ def test_table1_width_multiplier_changes_channel_labels():
 
 
 def test_flops_per_image_counts_conv_and_fc():
-    model = small("A")
-    # Conv FLOPs grow with the square of the input side, FC FLOPs stay fixed.
-    fc = sum(2 * l.in_features * l.out_features for l in (model.classifier[0], model.classifier[3],
-                                                          model.classifier[6]))
-    conv_32 = models.flops_per_image(model, 32) - fc
-    conv_64 = models.flops_per_image(model, 64) - fc
-    assert conv_64 == 4 * conv_32
-    first = model.features[0]
-    assert conv_32 > 2 * 32 * 32 * first.out_channels * 3 * 9
-
+    # Counted by hand, conv by conv and FC by FC, at the crop: 2 x multiply-adds.
+    for model in (small("A"), small("E", width=0.25), build_model("D")):
+        total, side, channels = 0, model.crop, 3
+        for layer in model.features:
+            if isinstance(layer, nn.Conv2d):
+                total += 2 * side * side * layer.out_channels * channels * 9
+                channels = layer.out_channels
+            elif isinstance(layer, nn.MaxPool2d):
+                side //= 2
+        total += sum(2 * l.in_features * l.out_features for l in model.classifier if isinstance(l, nn.Linear))
+        assert models.flops_per_image(model) == total
+    assert models.flops_per_image(build_model("D")) / 1e9 == pytest.approx(30.9, abs=0.1)  # README: D 30.9 GFLOP

@@ -1,5 +1,6 @@
 """params.yaml is validated before a stage writes anything; every error is one line naming the key."""
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,6 @@ def test_unknown_net_names_the_option():
     message = error_of(P.check_net, "F")
     assert message.startswith("--net: ")
     assert "unknown net 'F'" in message
-    assert error_of(P.check_net, "vgg16", "evaluate.multi_crop_nets").startswith("evaluate.multi_crop_nets: ")
 
 
 @pytest.mark.parametrize("section, key, value, start", [
@@ -75,6 +75,20 @@ def test_unknown_net_names_the_option():
 def test_out_of_range_value_is_an_error_naming_the_key(params, section, key, value, start):
     params[section][key] = value
     assert error_of(P.section, params, section).startswith(start)
+
+
+@pytest.mark.parametrize("section, key, text", [
+    ("train", "lr", ".inf"), ("train", "lr", "1000000.0"), ("finetune", "lr", "2.0"), ("jitter", "lr", ".nan"),
+    ("train", "weight_decay", ".inf"), ("model", "width", ".inf"), ("report", "confidence", ".nan"),
+    ("train", "lr_threshold", ".inf"),
+])
+def test_a_non_finite_or_absurd_float_written_in_yaml_is_an_error_naming_the_key(tmp_path, params, section, key, text):
+    # Written as YAML text, as a user would: `.inf` and `.nan` are YAML floats that pass `> 0` checks.
+    params[section][key] = "PLACEHOLDER"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params).replace("PLACEHOLDER", text))
+    message = error_of(P.section, P.load_params(path), section)
+    assert message.startswith(f"{section}.{key}: ")
 
 
 def test_dataset_error_lists_the_choices(params):
@@ -184,22 +198,24 @@ def test_stage_with_a_missing_params_file_names_it(tmp_path, capsys):
 
 def test_schedules_follow_section_3_1(repo_params):
     train = P.schedule(repo_params, "train")
-    assert (train["scale_min"], train["scale_max"]) == (256, 256)
-    assert train["lr"] == repo_params["train"]["lr"]
+    assert (train.scale_min, train.scale_max) == (256, 256)
+    assert train.lr == repo_params["train"]["lr"]
 
     finetune = P.schedule(repo_params, "finetune")
-    assert (finetune["scale_min"], finetune["scale_max"]) == (384, 384)
-    assert finetune["lr"] == repo_params["finetune"]["lr"]
-    assert finetune["lr"] < train["lr"]  # fine-tuning with a smaller learning rate
-    assert finetune["epochs"] == repo_params["finetune"]["epochs"]
-    assert finetune["momentum"] == repo_params["train"]["momentum"]  # not overridden: from train
+    assert (finetune.scale_min, finetune.scale_max) == (384, 384)
+    assert finetune.lr == repo_params["finetune"]["lr"]
+    assert finetune.lr < train.lr  # fine-tuning with a smaller learning rate
+    assert finetune.epochs == repo_params["finetune"]["epochs"]
+    assert finetune.momentum == repo_params["train"]["momentum"]  # not overridden: from train
 
     jitter = P.schedule(repo_params, "jitter")
-    assert (jitter["scale_min"], jitter["scale_max"]) == (256, 512)
-    assert jitter["lr"] == repo_params["jitter"]["lr"]
-    for schedule in (train, finetune, jitter):
-        assert not {"train_scale", "train_scale_min", "train_scale_max"} & set(schedule)
-        assert set(schedule) == set(train)
+    assert (jitter.scale_min, jitter.scale_max) == (256, 512)
+    assert jitter.lr == repo_params["jitter"]["lr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        train.lr = 1.0  # a schedule is read, never changed, below the stage that built it
+    # Every key of the train section but train_scale, which became scale_min / scale_max.
+    fields = {f.name for f in dataclasses.fields(P.Schedule)}
+    assert fields == set(repo_params["train"]) - {"train_scale"} | {"scale_min", "scale_max"}
 
 
 def test_schedule_errors(params):
@@ -212,18 +228,12 @@ def test_schedule_errors(params):
     assert error_of(P.schedule, params, "finetune").startswith("finetune.lr: -1")
 
 
-def test_pixels_scale_paper_units_to_the_crop():
-    assert P.pixels(256, 224) == 256
-    assert P.pixels(256, 32) == 37  # 256 * 32 / 224 = 36.57
-    assert P.pixels(512, 32) == 73
-    assert P.pixels(100, 64) == 64  # never smaller than the crop
-
-
 def test_model_kwargs_build_the_configured_model(repo_params):
     from vgg.models import build_model
 
-    kwargs = P.model_kwargs(P.section(repo_params, "model"), dropout=0.3)
-    model = build_model("A-LRN", **kwargs)
+    kwargs = P.model_kwargs(P.section(repo_params, "model"))
+    assert "dropout" not in kwargs  # the training schedule's
+    model = build_model("A-LRN", **kwargs, dropout=0.3)
     m = repo_params["model"]
     assert model.crop == m["crop"]
     assert model.classifier[6].out_features == m["num_classes"]

@@ -13,7 +13,7 @@ import yaml
 
 import stages.fuse
 import stages.report
-from vgg import data, figures, fusion, tables
+from vgg import data, fusion, paper, stats, tables
 from vgg.io import StageError
 from vgg.params import load_params
 
@@ -111,10 +111,10 @@ def fused_reader(root):
 
 @pytest.fixture(scope="module")
 def computed(synthetic):
-    paper = tables.paper_rows()
+    paper = paper.classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     results = tables.evaluate_rows(paper, read, ENSEMBLES, fused_reader(synthetic))
-    frames = tables.tables(paper, results, pd.read_csv(tables.PAPER_DIR / "fashion_mnist_reference.csv"))
+    frames = tables.tables(paper, results, pd.read_csv(paper.PAPER_DIR / "fashion_mnist_reference.csv"))
     claims = tables.claims(results, 1000, 0, 0.95)
     return paper, results, frames, claims
 
@@ -235,7 +235,7 @@ def test_claims_verdicts_are_computed_from_the_interval(computed):
     assert list(claims.index) == [c[0] for c in tables.CLAIMS]
     for (key, _, direction, _, _), (_, row) in zip(tables.CLAIMS, claims.iterrows()):
         assert row["CI low"] <= row["ours: err(Y) - err(X)"] <= row["CI high"], key
-        assert row["verdict"] == fusion.verdict(row["CI low"], row["CI high"], direction), key
+        assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"], direction), key
     t3 = frames["table3"]
     diff = t3.loc["table3.A.S256.Q256", tables.OURS_TOP1] - t3.loc["table3.E.S256.Q256", tables.OURS_TOP1]
     assert claims.loc["depth_E_beats_A", "ours: err(Y) - err(X)"] == pytest.approx(diff)
@@ -252,11 +252,11 @@ def test_claim_against_a_worse_model_is_contradicted(computed):
     # E given A's outcomes and A given E's: "E beats A" now goes the wrong way.
     swapped = [replace(r, correct1=e.correct1) if r is a else replace(r, correct1=a.correct1) if r is e else r
                for r in results]
-    assert tables.claims(swapped, 1000, 0).loc["depth_E_beats_A", "verdict"] == "contradicted"
+    assert tables.claims(swapped, 1000, 0, 0.95).loc["depth_E_beats_A", "verdict"] == "contradicted"
 
 
 def test_table6_needs_a_matching_ensemble_in_params(synthetic):
-    paper = tables.paper_rows()
+    paper = paper.classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     ensembles = {k: v for k, v in ENSEMBLES.items() if k != "ilsvrc7"}
     with pytest.raises(StageError, match="^fuse.ensembles: no ensemble of D/256/224;256;288"):
@@ -264,7 +264,7 @@ def test_table6_needs_a_matching_ensemble_in_params(synthetic):
 
 
 def test_a_fused_file_made_from_other_members_is_stale(synthetic):
-    paper = tables.paper_rows()
+    paper = paper.classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     ensembles = copy.deepcopy(ENSEMBLES)
     ensembles["DE_dense"]["members"] = DE[::-1]
@@ -297,16 +297,16 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     table3 = (reports / "table3.md").read_text()
     assert "256-512" in table3 and "| D " in table3
     flat = json.loads((tmp_path / "metrics" / "tables.json").read_text())
-    paper = tables.paper_rows()
+    paper = paper.classification_rows()
     assert sorted(flat) == sorted(expected_metric_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
-    assert set(claims["verdict"]) <= set(fusion.VERDICTS)
+    assert set(claims["verdict"]) <= set(stats.VERDICTS)
     assert "report: wrote" in capsys.readouterr().out
 
 
 def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(synthetic):
     logs = synthetic / "logs"
-    summary = stages.report.training_summary(figures.load_curves(logs, RUNS), logs).set_index("run")
+    summary = tables.training_summary(tables.load_curves(logs, RUNS), logs).set_index("run")
     assert (summary["lr drops"] == 2).all()  # 0.01, 0.01, 0.001, 0.0001
     assert (summary["final train top-1 err"] == 20.0).all()  # 100 - (50 + 10 * 3)
     assert summary.loc[RUNS[1], "final val top-1 err"] == 40 - 15 - 1

@@ -1,5 +1,6 @@
 """The §3.1 training loop: resume exactness, distributed equivalence, the plateau rule."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,10 @@ def test_resume_after_kill_gives_identical_weights(tiny_data, tmp_path, sig):
 
     env = {"VGG_CHECKPOINT_DIR": str(run_dir / "ckpt")}
     ckpt = run_dir / "ckpt" / "A" / "last.pt"
+    # The logs of an earlier run, which the killed run must leave as they are.
+    shutil.copytree(ref_dir / "logs", run_dir / "logs")
+    (run_dir / "logs" / "metrics.json").write_text('{"step": 7, "val_top1_err": 12.5}')
+    before = {p: p.read_bytes() for p in (run_dir / "logs").rglob("*") if p.is_file()}
     proc = start(tiny_data, run_dir, params, env)
     while not ckpt.exists() and proc.poll() is None:
         time.sleep(0.005)
@@ -61,16 +66,26 @@ def test_resume_after_kill_gives_identical_weights(tiny_data, tmp_path, sig):
     state = torch.load(ckpt, weights_only=False)
     assert (state["epoch"], state["step"]) < (2, 0), "killed after the last step"
     assert not (run_dir / "A.pt").exists()
+    assert {p: p.read_bytes() for p in (run_dir / "logs").rglob("*") if p.is_file()} == before
 
     log = finish(start(tiny_data, run_dir, params, env))
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".logs.")] == []  # temp dirs cleared
     assert "resuming at epoch" in log
     assert_identical(weights(ref_dir / "A.pt"), weights(run_dir / "A.pt"))
+    timing = ("images_per_s", "wall_seconds")
     ref_curve = json.loads((ref_dir / "logs" / "metrics.json").read_text())
     run_curve = json.loads((run_dir / "logs" / "metrics.json").read_text())
-    timing = ("images_per_s", "wall_seconds")
     assert {k: v for k, v in ref_curve.items() if k not in timing} == \
         {k: v for k, v in run_curve.items() if k not in timing}
     assert ref_curve["step"] == 1 and "val_top1_err" in ref_curve
+    # Every epoch's curves, the interrupted one included (its running loss and accuracy sums are
+    # checkpointed with the weights), in the model record and in DVCLive's plot files.
+    without_timing = lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]
+    ref_history = torch.load(ref_dir / "A.pt", weights_only=False)["history"]
+    assert without_timing(ref_history) == without_timing(torch.load(run_dir / "A.pt", weights_only=False)["history"])
+    for name in ("train_loss", "train_top1", "val_top1_err", "lr"):
+        tsv = ("logs", "plots", "metrics", f"{name}.tsv")
+        assert (ref_dir.joinpath(*tsv)).read_text() == (run_dir.joinpath(*tsv)).read_text(), name
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path):
@@ -106,7 +121,7 @@ def test_two_processes_match_one(tiny_data, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
     params = write_params(tmp_path / "params.yaml",
-                          tiny_params(**{"train.lr": 1e6, "train.batch_size": 32, "train.checkpoint_every": 1,
+                          tiny_params(**{"train.lr": 1.0, "train.batch_size": 32, "train.checkpoint_every": 1,
                                          "train.epochs": 3}))
     proc = start(tiny_data, tmp_path, params, {"VGG_CHECKPOINT_DIR": str(tmp_path / "ckpt")})
     out, err = proc.communicate(timeout=300)
@@ -121,7 +136,7 @@ def test_plateau_rule_divides_lr_by_10_at_most_3_times():
     state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.01}
     lrs = []
     for acc in [50, 60, 60, 60, 55, 55, 55, 55, 55, 55, 55, 55]:
-        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=3)
+        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=3, threshold=0.0)
         lrs.append(state["lr"])
     assert lrs[:2] == [0.01, 0.01]
     assert lrs[3] == pytest.approx(0.001)  # two epochs without improvement, patience 1

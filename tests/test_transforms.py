@@ -4,7 +4,7 @@ import torch
 
 from vgg.data import ImageSet, Transformed
 from vgg import transforms
-from vgg.transforms import TrainTransform, centre_crop, colour_shift, rescale, rescaled_size
+from vgg.transforms import TrainTransform, centre_crop, colour_shift, pixels, rescale, rescaled_size
 
 MEAN = [120.0, 110.0, 100.0]
 EIGVAL = [300.0, 50.0, 10.0]
@@ -213,3 +213,10 @@ def test_a_batch_transforms_each_image_as_alone():
         one, one_label = dataset[key]
         assert label == one_label == key[0]
         torch.testing.assert_close(out, one, atol=1e-4, rtol=0)
+
+
+def test_pixels_scale_paper_units_to_the_crop():
+    assert pixels(256, 224) == 256
+    assert [pixels(q, 28) for q in (224, 256, 384, 512)] == [28, 32, 48, 64]  # README's table
+    assert pixels(256, 32) == 37  # 256 * 32 / 224 = 36.57
+    assert pixels(100, 64) == 64  # never smaller than the crop

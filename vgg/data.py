@@ -25,6 +25,9 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# Files read as images (by Pillow: torchvision 0.29 deprecates its own decoders, decode_image
+# included, for TorchCodec); any other file in a class directory (.gif, .txt, ...) is skipped,
+# and a class directory left with none is an error (README: full scale).
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp"}
 SPLITS = ("train", "val", "test")
 

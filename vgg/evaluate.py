@@ -11,28 +11,27 @@ from torch.utils.data import DataLoader
 
 from .device import autocast
 from .io import StageError, load
-from .params import PROTOCOLS, pixels
-from .transforms import rescale
+from .transforms import pixels, rescale
 
+PROTOCOLS = ("dense", "multi-crop")  # §3.2 and §4.3; fusion adds their average (Table 5)
 RECORD_KEYS = ("run", "net", "train_scale", "protocol", "scales", "posteriors", "labels")
 # Dense evaluation holds images of other sizes back while it fills a batch of one size; this many
 # batches' worth at most, so memory stays bounded on ImageFolder sets with many aspect ratios.
 MAX_PENDING_BATCHES = 4
 
 
-def test_scales(scale_min, scale_max, offset=32):
-    """Test scales Q (paper units) for a net trained at S in [scale_min, scale_max].
-
-    §4.1 single scale: Q = S, or 0.5 (Smin + Smax) for jittered S.
-    §4.2 multi-scale: {S - 32, S, S + 32}, or {Smin, 0.5 (Smin + Smax), Smax} for jittered S.
+def test_scales(scale_min, scale_max, offset):
+    """The three test scales Q (paper units) of §4.2 for a net trained at S in [scale_min, scale_max]:
+    {S - 32, S, S + 32} for fixed S, {Smin, 0.5 (Smin + Smax), Smax} for jittered S. The middle one
+    is §4.1's single scale (Q = S, or 0.5 (Smin + Smax)), which Table 3 reads from the same file.
     """
     middle = (scale_min + scale_max) // 2
     if scale_min == scale_max:
-        return {"single": [middle], "multi": [middle - offset, middle, middle + offset]}
-    return {"single": [middle], "multi": [scale_min, middle, scale_max]}
+        return [middle - offset, middle, middle + offset]
+    return [scale_min, middle, scale_max]
 
 
-def crop_positions(height, width, crop, grid=5):
+def crop_positions(height, width, crop, grid):
     """(top, left) of grid x grid crops on a regular grid: the corners and, for odd grid, the centre."""
     def steps(extent):
         if grid == 1:
@@ -120,7 +119,7 @@ def _crops(image, crop, grid):
 
 
 @torch.inference_mode()
-def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid=5, num_workers=0,
+def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid, num_workers=0,
                         bf16=False):
     """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3).
 
@@ -153,7 +152,7 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
     return out
 
 
-def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid=5, num_workers=0,
+def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid, num_workers=0,
                    bf16=False):
     """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` ('dense' or 'multi-crop')."""
     if protocol not in PROTOCOLS:

@@ -1,11 +1,7 @@
 """The report's figures (PNG): training curves, error against depth, error against test scale Q."""
-from pathlib import Path
-
-import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import io
 from .tables import OURS_TOP1, PAPER_TOP1
 
 SCHEDULES = {"256": "S=256", "384": "S=384 (fine-tuned from S=256)",
@@ -13,23 +9,6 @@ SCHEDULES = {"256": "S=256", "384": "S=384 (fine-tuned from S=256)",
 NET_COLOURS = {"A": "tab:gray", "A-LRN": "tab:brown", "B": "tab:purple", "C": "tab:blue", "D": "tab:green",
                "E": "tab:red"}
 SCALE_STYLES = {"256": ":", "384": "--", "256-512": "-"}
-
-
-def read_curve(path, name):
-    """One DVCLive curve (TSV with columns step and `name`) as a frame with epoch and `name`."""
-    try:
-        frame = pd.read_csv(path, sep="\t")
-    except FileNotFoundError:
-        raise io.StageError(f"{path}: training log not found") from None
-    if not {"step", name} <= set(frame.columns):
-        raise io.StageError(f"{path}: expected columns step and {name}")
-    # The train stage logs one step per epoch, from step 0.
-    return pd.DataFrame({"epoch": frame["step"] + 1, name: frame[name]})
-
-
-def load_curves(logs, runs, name="val_top1_err"):
-    """{run: curve} from logs/<run>/plots/metrics/<name>.tsv for each named run."""
-    return {run: read_curve(Path(logs) / run / "plots" / "metrics" / f"{name}.tsv", name) for run in runs}
 
 
 def _figure(width, height):

@@ -1,5 +1,4 @@
-"""Multi-scale, multi-crop and multi-model fusion of soft-max posteriors (§3.2, §4.3, §4.4),
-top-k error, and the paired bootstrap that decides whether a paper's claim holds here.
+"""Multi-scale, multi-crop and multi-model fusion of soft-max posteriors (§3.2, §4.3, §4.4).
 
 A prediction file `preds/<run>/<protocol>.pt` (stage `evaluate`) holds
 {"run", "net", "train_scale", "protocol", "scales", "posteriors": {Q: N x C}, "labels": N}.
@@ -9,15 +8,13 @@ import functools
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import io, params
+from . import evaluate, io
 from .evaluate import load_posteriors
 
 # The evaluate stage's two protocols, and their average (§4.3, Table 5's "multi-crop & dense").
-PROTOCOLS = params.PROTOCOLS + ("multi-crop+dense",)
-VERDICTS = ("reproduced", "contradicted", "inconclusive")
+PROTOCOLS = evaluate.PROTOCOLS + ("multi-crop+dense",)
 
 
 def average_posteriors(posteriors):
@@ -31,53 +28,6 @@ def average_posteriors(posteriors):
             raise ValueError(f"posteriors of shapes {tuple(shape)} and {tuple(p.shape)} cannot be averaged")
     # float64 sums make the mean of k copies of p exactly p.
     return torch.stack([p.double() for p in posteriors]).mean(0).to(posteriors[0].dtype)
-
-
-def correct_top_k(posteriors, labels, k):
-    """Per-image 1 if the label is among the k most probable classes, else 0 (int64, length N)."""
-    top = posteriors.topk(min(k, posteriors.shape[1]), dim=1).indices
-    return (top == labels.view(-1, 1)).any(dim=1).long()
-
-
-def top_k_error(posteriors, labels, k):
-    """Top-k error in % (§4: the proportion of images whose label is not among the top k)."""
-    return 100.0 * (1.0 - correct_top_k(posteriors, labels, k).double().mean().item())
-
-
-def paired_bootstrap(correct_a, correct_b, samples, seed, confidence=0.95):
-    """err(a) - err(b) in points with a percentile `confidence` interval, test images resampled.
-
-    Both models are scored on the same resampled images (paired), so their shared hard images
-    do not widen the interval. Positive = b makes fewer errors.
-    """
-    a = torch.as_tensor(correct_a).long()
-    b = torch.as_tensor(correct_b).long()
-    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"paired outcomes of shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    n = len(a)
-    d = (b - a).numpy()  # per image: +1 only b right, -1 only a right, 0 both the same
-    counts = np.array([(d == 1).sum(), (d == 0).sum(), (d == -1).sum()])
-    # Resampling n images with replacement matters only through how many of each outcome are
-    # drawn, a multinomial: the same distribution as index resampling, at O(samples) cost.
-    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=samples)
-    diffs = 100.0 * (draws[:, 0] - draws[:, 2]) / n
-    tail = 100.0 * (1.0 - confidence) / 2
-    low, high = np.percentile(diffs, [tail, 100.0 - tail])
-    return float(100.0 * (counts[0] - counts[2]) / n), float(low), float(high)
-
-
-def verdict(ci_low, ci_high, claim="better"):
-    """The paper's claim judged by the interval of err(baseline) - err(claimed winner).
-
-    claim "better": the winner beats the baseline (reproduced if the interval is above 0,
-    contradicted if below 0). claim "not better" (e.g. LRN does not help): contradicted only
-    when the interval shows the candidate significantly better.
-    """
-    if claim == "better":
-        return "reproduced" if ci_low > 0 else "contradicted" if ci_high < 0 else "inconclusive"
-    if claim == "not better":
-        return "contradicted" if ci_low > 0 else "reproduced"
-    raise ValueError(f"unknown claim direction {claim!r} (better or not better)")
 
 
 def parse_member(text):
@@ -189,3 +139,14 @@ def ensemble_record(name, members, protocol, posteriors, labels):
             "train_scale": "+".join(m.split("/")[1] for m in members), "protocol": protocol,
             "scales": sorted({q for _, qs in parsed for q in qs}), "posteriors": {"fused": posteriors},
             "labels": labels, "members": list(members)}
+
+
+def fused_reader(directory):
+    """name -> the fuse stage's record of ensemble `name` in `directory`, checked to be one."""
+    def read(name):
+        path = Path(directory) / f"{name}.pt"
+        record = io.load(path, "fused predictions")
+        if not isinstance(record, dict) or record.get("run") != name or "fused" not in record.get("posteriors", {}):
+            raise io.StageError(f"{path}: not the fused predictions of ensemble {name!r}")
+        return record
+    return read

@@ -5,6 +5,7 @@ Layer tokens: an int C is a 3x3 conv with C output channels, "1x1-C" a 1x1 conv,
 The module layout (`features.N`, `classifier.N`) equals torchvision's `vgg11/13/16/19`,
 so their state dicts load unchanged into A, B, D and E.
 """
+import copy
 import math
 
 import torch
@@ -232,18 +233,14 @@ def describe_layers(net, width=1.0, pools=FULL_POOLS):
     return rows
 
 
-def flops_per_image(model, size):
-    """Multiply-adds x 2 of one forward pass at input size `size` (for benchmarks)."""
-    total, side, in_ch = 0, size, 3
-    for layer in model.features:
-        if isinstance(layer, nn.Conv2d):
-            total += 2 * side * side * layer.out_channels * in_ch * math.prod(layer.kernel_size)
-            in_ch = layer.out_channels
-        elif isinstance(layer, nn.MaxPool2d):
-            side //= 2
-    for layer in (model.classifier[0], model.classifier[3], model.classifier[6]):
-        total += 2 * layer.in_features * layer.out_features
-    return total
+def flops_per_image(model):
+    """FLOPs (2 x multiply-adds) of one forward pass at the model's crop, counted by torch's
+    FlopCounterMode on a weightless copy (meta tensors: nothing is computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    meta = copy.deepcopy(model).to("meta").eval()
+    with FlopCounterMode(display=False) as counter:
+        meta(torch.empty(1, 3, model.crop, model.crop, device="meta"))
+    return counter.get_total_flops()
 
 
 def model_record(model, kwargs, **meta):

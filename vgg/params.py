@@ -2,6 +2,9 @@
 
 Every error is one line naming the key, e.g. `model.crop: 100 is not 7 x 2^k ...`.
 """
+import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -11,7 +14,6 @@ from .models import NETS, pools_for_crop
 
 DATASETS = ("fashion_mnist", "imagefolder")
 INIT_SCHEMES = ("normal", "glorot")
-PROTOCOLS = ("dense", "multi-crop")
 
 
 def _positive(v):
@@ -37,6 +39,12 @@ def _seven_times_power_of_two(v):
 def _object_scale(v):
     return (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
             and 0 < v[0] <= v[1] <= 1)
+
+
+def _learning_rate(v):
+    # SGD on these nets diverges well below 1 (lr 0.02 already slowed A at the default, README probes);
+    # a bound catches a typo such as 1e6 or 10 before hours of training end in a non-finite loss.
+    return 0 < v <= 1
 
 
 def _one_of(choices):
@@ -80,7 +88,7 @@ SCHEMA = {
     },
     "train": {
         "batch_size": (int, _positive, "must be > 0"),
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "momentum": (NUMBER, _fraction, "must be in [0, 1)"),
         "weight_decay": (NUMBER, _non_negative, "must be >= 0"),
         "dropout": (NUMBER, _fraction, "must be in [0, 1)"),
@@ -99,13 +107,13 @@ SCHEMA = {
         "checkpoint_every": (int, _non_negative, "must be >= 0 (0 = at epoch ends only)"),
     },
     "finetune": {
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
         "train_scale": (int, _positive, "must be > 0"),
     },
     "jitter": {
-        "lr": (NUMBER, _positive, "must be > 0"),
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
         "train_scale_min": (int, _positive, "must be > 0"),
@@ -160,6 +168,8 @@ def section(params, name):
             raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
         if not isinstance(value, types):
             raise StageError(f"{name}.{key}: expected {_type_name(types)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StageError(f"{name}.{key}: {value!r} must be a finite number")
         if check is not None and not check(value):
             raise StageError(f"{name}.{key}: {value!r} {meaning}")
     return dict(values)
@@ -171,17 +181,39 @@ def _type_name(types):
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}[types]
 
 
-def check_net(name, key="--net"):
+def check_net(name):
     if name not in NETS:
-        raise StageError(f"{key}: unknown net {name!r} (choose from {', '.join(NETS)})")
+        raise StageError(f"--net: unknown net {name!r} (choose from {', '.join(NETS)})")
     return name
 
 
-def schedule(params, name):
-    """Training hyper-parameters of one schedule: `train`, with `finetune` or `jitter` overriding it.
+@dataclass(frozen=True)
+class Schedule:
+    """One training schedule of §3.1, validated: `train`, or `finetune` / `jitter` over it.
+    Scales in paper units; scale_min == scale_max for a fixed S."""
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    dropout: float
+    lr_factor: float
+    lr_patience: int
+    lr_threshold: float
+    max_lr_drops: int
+    epochs: int
+    scale_min: int
+    scale_max: int
+    colour_shift_std: float
+    flip: bool
+    seed: int
+    num_workers: int
+    bf16: bool
+    channels_last: bool
+    checkpoint_every: int
 
-    Returns a dict with `scale_min` and `scale_max` in paper units (equal for a fixed S).
-    """
+
+def schedule(params, name):
+    """The Schedule `name`: the `train` section, with `finetune` or `jitter` overriding it."""
     merged = section(params, "train")
     if name != "train":
         if name not in ("finetune", "jitter"):
@@ -195,19 +227,57 @@ def schedule(params, name):
     else:
         lo = hi = merged.pop("train_scale")
     merged["scale_min"], merged["scale_max"] = lo, hi
-    return merged
+    return Schedule(**merged)
 
 
-def model_kwargs(model_section, dropout=0.5):
-    """Keyword arguments of vgg.models.build_model from the validated `model` section."""
+def model_kwargs(model_section):
+    """Keyword arguments of vgg.models.build_model from the validated `model` section (the
+    architecture; training adds its schedule's dropout, which has no weights)."""
     m = model_section
     return {
         "width": m["width"], "fc_width": m["fc_width"], "num_classes": m["num_classes"], "crop": m["crop"],
-        "dropout": dropout,
         "lrn": {"size": m["lrn_size"], "alpha": m["lrn_alpha"], "beta": m["lrn_beta"], "k": m["lrn_k"]},
     }
 
 
-def pixels(paper_scale, crop):
-    """A scale in the paper's units (for a 224 crop) in pixels at this crop size."""
-    return max(crop, int(round(paper_scale * crop / 224)))
+# ---------------------------------------------------------------- presets (README: full scale)
+
+def preset_overrides(path, extra=()):
+    """Dotted key -> value of a preset file (nested like params.yaml), then `extra` KEY=VALUE strings
+    (values parsed as YAML: 0.01, true, [256, 512])."""
+    preset = load_params(path)
+    flat = {f"{name}.{key}": value for name, values in preset.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    for item in extra:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise StageError(f"{item}: expected KEY=VALUE")
+        flat[key] = yaml.safe_load(text)
+    return flat
+
+
+def apply_overrides(params, overrides, validate=False):
+    """A copy of `params` with dotted-key overrides, each naming a key params.yaml has; `validate`
+    checks every section the schema knows."""
+    merged = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        name, _, key = dotted.partition(".")
+        if name not in merged or not isinstance(merged[name], dict) or key not in merged[name]:
+            raise StageError(f"{dotted}: unknown key")
+        merged[name][key] = value
+    if validate:
+        for name in SCHEMA:
+            if name in merged:
+                section(merged, name)
+    return merged
+
+
+def override_flag(key, value):
+    """`-S key=value` in the Hydra syntax of `dvc exp run`."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, list):
+        text = "[" + ",".join(str(v) for v in value) + "]"
+    else:
+        text = str(value)
+    return f"-S {key}={text}"

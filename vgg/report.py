@@ -1,53 +1,9 @@
 """Render the paper's tables from the code and the saved results, beside the paper's numbers."""
-from pathlib import Path
-
 import pandas as pd
 
-from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers, pools_for_crop
+from .models import pools_for_crop
+from .tables import table1
 
-TABLE1_NETS = ("A", "A-LRN", "B", "C", "D", "E")
-PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"
-
-
-def paper_csv(name):
-    return pd.read_csv(PAPER_DIR / name)
-
-
-def table1(width=1.0, fc_width=4096, num_classes=1000, nets=TABLE1_NETS, pools=FULL_POOLS):
-    """Table 1 generated from CONFIGS: one row per conv block, then the FC layers."""
-    columns = {}
-    for net in nets:
-        blocks, current = [], []
-        for layer in describe_layers(net, width, pools):
-            if layer.endswith("maxpool"):
-                blocks.append((current, layer))
-                current = []
-            else:
-                current.append(layer)
-        cells = []
-        for layers, pool in blocks:
-            cells += ["<br>".join(layers), pool]
-        cells += [f"FC-{fc_width}", f"FC-{fc_width}", f"FC-{num_classes}", "soft-max"]
-        columns[f"{net} ({depth(net)} weight layers)"] = cells
-    rows = [name for b in range(1, len(blocks) + 1) for name in (f"conv block {b}", f"pool {b}")]
-    rows += ["fc6", "fc7", "fc8", "output"]
-    frame = pd.DataFrame(columns, index=rows)
-    frame.index.name = "layer"
-    return frame
-
-
-def table2(scaled_kwargs, nets=TABLE1_NETS):
-    """Table 2: exact full-scale parameter counts beside the paper's and the default model's."""
-    paper = paper_csv("table2_parameters.csv").set_index("net")
-    rows = []
-    for net in nets:
-        full = count_parameters(build_model(net))
-        scaled = count_parameters(build_model(net, **scaled_kwargs))
-        rows.append({"net": net, "paper (M)": int(paper.loc[net, "params_millions"]),
-                     "ours, full scale": f"{full:,}", "ours, full scale (M)": round(full / 1e6),
-                     "matches paper": "yes" if full == int(paper.loc[net, "exact_params"]) else "NO",
-                     "ours, default scale": f"{scaled:,}"})
-    return pd.DataFrame(rows)
 
 
 def table1_page(model):
@@ -107,8 +63,8 @@ def results_page(title, intro, frame, sections=None):
 
 
 def pixel_table(crop):
-    """Paper scale (for a 224 crop) -> pixels at this crop (`vgg.params.pixels`)."""
-    from .params import pixels
+    """Paper scale (for a 224 crop) -> pixels at this crop (`vgg.transforms.pixels`)."""
+    from .transforms import pixels
     frame = pd.DataFrame({"paper S or Q": ["pixels"]})
     for q in PAPER_SCALES:
         frame[str(q)] = [pixels(q, crop)]
@@ -147,11 +103,11 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         f"as at 224 ([Table 1](table1.md)):",
         "", markdown(pixel_table(model["crop"])).rstrip(), "",
         "- **Compute**: " + "; ".join(
-            f"{name}: {hp['epochs']} epochs, lr {hp['lr']}, S={hp['scale_min']}"
-            + (f"-{hp['scale_max']}" if hp["scale_max"] != hp["scale_min"] else "")
+            f"{name}: {hp.epochs} epochs, lr {hp.lr}, S={hp.scale_min}"
+            + (f"-{hp.scale_max}" if hp.scale_max != hp.scale_min else "")
             for name, hp in schedules.items())
-        + f" (the paper: 74 epochs); batch {schedules['train']['batch_size']}, "
-        f"bf16 {'on' if schedules['train']['bf16'] else 'off'}.",
+        + f" (the paper: 74 epochs); batch {schedules['train'].batch_size}, "
+        f"bf16 {'on' if schedules['train'].bf16 else 'off'}.",
     ]
     lines += [f"  - {key}: {value}" for key, value in (compute or {}).items()]
     lines += [

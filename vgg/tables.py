@@ -1,19 +1,20 @@
-"""Tables 3-7 and the table of the paper's claims, computed from saved posteriors and set
-beside the paper's numbers (paper/classification_tables.csv drives every row).
+"""Every table of the report as a DataFrame: Tables 1-2 from the code, Tables 3-7 and the paper's
+claims from saved posteriors beside the paper's numbers (paper/classification_tables.csv drives
+every row), and the training summary from the logs. `vgg.report` writes them as pages.
 
 Each row gets a stable key (`table3.D.S256-512.Q384`, `table6.DE_dense`, `table7.ours_1net`):
 the frames' index, and the prefix of its entries in `metrics`.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from . import fusion, io
-from .models import depth
-from .report import PAPER_DIR
+from . import fusion, io, stats
+from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers
+from .paper import parameter_counts
 
-TABLES = ("table3", "table4", "table5", "table6", "table7")
 PAPER_TOP1, PAPER_TOP5, PAPER_TEST5 = "top-1 val err (paper)", "top-5 val err (paper)", "top-5 test err (paper)"
 OURS_TOP1, OURS_TOP5, OURS_ACC = "top-1 err (ours)", "top-5 err (ours)", "top-1 accuracy (ours)"
 BEST_SINGLE_NET = ("T5", "best", None)
@@ -66,11 +67,11 @@ class Result:
 
     @property
     def top1(self):
-        return 100.0 * (1.0 - self.correct1.double().mean().item())
+        return stats.error_percent(self.correct1)
 
     @property
     def top5(self):
-        return 100.0 * (1.0 - self.correct5.double().mean().item())
+        return stats.error_percent(self.correct5)
 
     @property
     def label(self):
@@ -80,14 +81,6 @@ class Result:
             net, s, q = member.split("/")
             nets.append(f"{net} S={s}" + ("" if self.table == "T6" else f" Q={q.replace(';', ',')}"))
         return f"Table {self.table[1:]}: {' + '.join(nets)}, {self.protocol}"
-
-
-def paper_rows():
-    """paper/classification_tables.csv with S and Q kept as the paper writes them (strings)."""
-    frame = pd.read_csv(PAPER_DIR / "classification_tables.csv", dtype=str, keep_default_na=False)
-    for column in ("row", "top1_val_err", "top5_val_err", "top5_test_err"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame
 
 
 def row_config(row):
@@ -153,8 +146,7 @@ def evaluate_rows(paper, read, ensembles, read_fused):
         paper_errors = {PAPER_TOP1: row["top1_val_err"], PAPER_TOP5: row["top5_val_err"],
                         PAPER_TEST5: row["top5_test_err"]}
         results.append(Result(row["table"], key, tuple(members), protocol, paper_errors,
-                              fusion.correct_top_k(posteriors, row_labels, 1),
-                              fusion.correct_top_k(posteriors, row_labels, 5)))
+                              *stats.correct_top_k(posteriors, row_labels, (1, 5))))
     return results
 
 
@@ -237,17 +229,17 @@ def find_result(results, ref):
     raise KeyError(f"no row {ref} in Tables 3-6")
 
 
-def claims(results, samples, seed, confidence=0.95):
+def claims(results, samples, seed, confidence):
     """Each claim of CLAIMS with our top-1 error difference err(Y) - err(X) in points, its paired
     bootstrap interval over test images, the paper's difference, and the computed verdict."""
     records = []
     for i, (key, text, direction, x_ref, y_ref) in enumerate(CLAIMS):
         x, y = find_result(results, x_ref), find_result(results, y_ref)
-        diff, low, high = fusion.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
+        diff, low, high = stats.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
                         "paper: err(Y) - err(X)": round(y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1], 4),
                         "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high,
-                        "verdict": fusion.verdict(low, high, direction)})
+                        "verdict": stats.verdict(low, high, direction)})
     return pd.DataFrame(records).set_index("key")
 
 
@@ -261,8 +253,8 @@ def scale_errors(paper, read):
         for q in scales:
             posteriors = fusion.scale_posteriors(record, [q], member)
             records.append({"run": run, "ConvNet": row["net"], "train S": row["train_S"], "Q": q,
-                            OURS_TOP1: fusion.top_k_error(posteriors, record["labels"], 1),
-                            OURS_TOP5: fusion.top_k_error(posteriors, record["labels"], 5)})
+                            OURS_TOP1: stats.top_k_error(posteriors, record["labels"], 1),
+                            OURS_TOP5: stats.top_k_error(posteriors, record["labels"], 5)})
     return pd.DataFrame(records)
 
 
@@ -288,3 +280,87 @@ def metrics(tables, claims=None):
             for column, name in (("ours: err(Y) - err(X)", "diff"), ("CI low", "ci_low"), ("CI high", "ci_high")):
                 out[f"claims.{key}.{name}"] = round(float(row[column]), 4)
     return out
+
+
+# ---------------------------------------------------------------- Tables 1-2: from the code
+
+TABLE1_NETS = ("A", "A-LRN", "B", "C", "D", "E")
+
+
+def table1(width=1.0, fc_width=4096, num_classes=1000, nets=TABLE1_NETS, pools=FULL_POOLS):
+    """Table 1 generated from CONFIGS: one row per conv block, then the FC layers."""
+    columns = {}
+    for net in nets:
+        blocks, current = [], []
+        for layer in describe_layers(net, width, pools):
+            if layer.endswith("maxpool"):
+                blocks.append((current, layer))
+                current = []
+            else:
+                current.append(layer)
+        cells = []
+        for layers, pool in blocks:
+            cells += ["<br>".join(layers), pool]
+        cells += [f"FC-{fc_width}", f"FC-{fc_width}", f"FC-{num_classes}", "soft-max"]
+        columns[f"{net} ({depth(net)} weight layers)"] = cells
+    rows = [name for b in range(1, len(blocks) + 1) for name in (f"conv block {b}", f"pool {b}")]
+    rows += ["fc6", "fc7", "fc8", "output"]
+    frame = pd.DataFrame(columns, index=rows)
+    frame.index.name = "layer"
+    return frame
+
+
+def table2(scaled_kwargs, nets=TABLE1_NETS):
+    """Table 2: exact full-scale parameter counts beside the paper's and the default model's."""
+    paper = parameter_counts()
+    rows = []
+    for net in nets:
+        full = count_parameters(build_model(net))
+        scaled = count_parameters(build_model(net, **scaled_kwargs))
+        rows.append({"net": net, "paper (M)": int(paper.loc[net, "params_millions"]),
+                     "ours, full scale": f"{full:,}", "ours, full scale (M)": round(full / 1e6),
+                     "matches paper": "yes" if full == int(paper.loc[net, "exact_params"]) else "NO",
+                     "ours, default scale": f"{scaled:,}"})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- training logs
+
+def read_curve(path, name):
+    """One DVCLive curve (TSV with columns step and `name`) as a frame with epoch and `name`."""
+    try:
+        frame = pd.read_csv(path, sep="\t")
+    except FileNotFoundError:
+        raise io.StageError(f"{path}: training log not found") from None
+    if not {"step", name} <= set(frame.columns):
+        raise io.StageError(f"{path}: expected columns step and {name}")
+    # The train stage logs one step per epoch, from step 0.
+    return pd.DataFrame({"epoch": frame["step"] + 1, name: frame[name]})
+
+
+def load_curves(logs, runs, name="val_top1_err"):
+    """{run: curve} from logs/<run>/plots/metrics/<name>.tsv for each named run."""
+    return {run: read_curve(Path(logs) / run / "plots" / "metrics" / f"{name}.tsv", name) for run in runs}
+
+
+def check_runs(runs, paper):
+    """report.runs must hold every run whose predictions Tables 3-5 read."""
+    for run, _ in required_preds(paper):
+        if run not in runs:
+            raise io.StageError(f"report.runs: lacks {run}, which Tables 3-5 need")
+
+
+def training_summary(curves, logs):
+    """Per run: epochs, learning-rate drops the plateau rule made (§3.1), final training and validation
+    top-1 error, best validation error, wall time (from DVCLive's summary)."""
+    rows = []
+    for run, c in curves.items():
+        summary = io.read_json(Path(logs) / run / "metrics.json", "training summary")
+        lr = load_curves(logs, [run], "lr")[run]["lr"]
+        train_top1 = load_curves(logs, [run], "train_top1")[run]["train_top1"]
+        rows.append({"run": run, "epochs": len(c), "lr drops": int((lr.diff() < 0).sum()),
+                     "final train top-1 err": 100.0 - train_top1.iloc[-1],
+                     "final val top-1 err": c["val_top1_err"].iloc[-1],
+                     "best val top-1 err": c["val_top1_err"].min(),
+                     "wall time (s)": summary.get("wall_seconds")})
+    return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from .device import autocast as mixed_precision
 from .io import StageError, atomic_save, load
+from .stats import correct_top_k
 from .transforms import centre_crop
 
 CHECKPOINT_ENV = "VGG_CHECKPOINT_DIR"
@@ -72,12 +74,17 @@ def shard(batch, rank, world):
 
 # ---------------------------------------------------------------- learning-rate schedule
 
-def plateau_step(state, val_top1, lr_factor, patience, max_drops, threshold=0.0):
+def plateau_step(state, val_top1, lr_factor, patience, max_drops, threshold):
     """§3.1: divide the lr by 10 when validation accuracy stops improving, at most 3 times.
 
     "Improving" means beating the best validation top-1 (%) by more than `threshold` points: on a
     few thousand validation images a gain below the sampling noise (binomial s.e. ~0.5 point at 5k
     images and 80%) is no evidence that accuracy still improves.
+
+    Hand-written, not torch's ReduceLROnPlateau: that has the same test (mode max, abs threshold,
+    patience) but no cap on the number of drops; min_lr = lr * 0.1**3 emulates the cap only up to
+    float rounding (1.0000000000000003e-05 against three drops' 1e-05), so runs would not be
+    bit-identical to this rule's.
     """
     state = dict(state)
     if val_top1 > state["best"] + threshold:
@@ -160,119 +167,162 @@ def validate(model, dataset, transform, crop, batch_size, device, rank, world, a
         labels = dataset.labels[chunk].to(device)
         with autocast():
             logits = model(images).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == labels).sum().item()
-        correct5 += (top == labels[:, None]).any(1).sum().item()
+        hit1, hit5 = correct_top_k(logits, labels, (1, 5))
+        correct1 += hit1.sum().item()
+        correct5 += hit5.sum().item()
     c1, c5, n = all_reduce_sum([correct1, correct5, len(indices)], device, world)
     return 100.0 * c1 / n, 100.0 * c5 / n
 
 
 # ---------------------------------------------------------------- the loop
 
+@dataclass
+class Progress:
+    """Where a run stands, besides weights and optimiser state: all a checkpoint needs to go on."""
+    plateau: dict
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    history: list = field(default_factory=list)  # one entry per finished epoch
+    sums: tuple = (0, 0.0, 0)  # this process's (images, loss sum, correct) so far in the epoch
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a run executes: device, processes and numerics (none of it changes the maths)."""
+    device: torch.device
+    rank: int
+    world: int
+    autocast: object  # () -> context manager: bf16 autocast where native, else a no-op
+    memory_format: torch.memory_format
+    checkpoint: Path
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def save_checkpoint(ctx, model, optimizer, progress, fp):
+    """Atomically write weights, optimiser, progress and every process's RNG state and sums."""
+    states, sums = [rng_state()], [progress.sums]
+    if ctx.world > 1:
+        states, sums = [None] * ctx.world, [None] * ctx.world
+        dist.all_gather_object(states, rng_state())
+        dist.all_gather_object(sums, progress.sums)
+    if ctx.is_main:
+        atomic_save({"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "plateau": progress.plateau, "epoch": progress.epoch, "step": progress.step,
+                     "rng": states, "running": sums, "history": progress.history}, ctx.checkpoint)
+
+
+def resume(ctx, model, optimizer, lr, fp, log):
+    """The run's progress: from its checkpoint when the fingerprint matches, else from the start."""
+    progress = Progress(plateau={"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": lr})
+    ckpt = try_resume(ctx.checkpoint, fp, log if ctx.is_main else (lambda _: None))
+    if ckpt is None:
+        return progress
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"][ctx.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+    # A mid-epoch checkpoint carries each process's running sums, so the resumed epoch's
+    # train_loss and train_top1 cover all its steps, as in an uninterrupted run.
+    sums = tuple(ckpt["running"][ctx.rank]) if ckpt["step"] and "running" in ckpt else (0, 0.0, 0)
+    return Progress(ckpt["plateau"], ckpt["epoch"], ckpt["step"], ckpt["history"], sums)
+
+
+def train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp):
+    """The SGD steps of epoch `progress.epoch` from step `progress.step`; returns the images this
+    call processed on this process and its seconds (for the throughput curve)."""
+    from tqdm import tqdm
+
+    epoch, world = progress.epoch, ctx.world
+    batches = epoch_batches(len(train_set), hp.batch_size, hp.seed, epoch)
+    keys = [[(i, sample_seed(hp.seed, epoch, i)) for i in shard(b, ctx.rank, world)] for b in batches]
+    loader = DataLoader(train_set, batch_sampler=keys[progress.step:], num_workers=hp.num_workers,
+                        generator=torch.Generator(), pin_memory=ctx.device.type == "cuda")
+    model.train()
+    seen, loss_sum, correct = progress.sums
+    seen_here, t0 = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"{run} epoch {epoch + 1}/{hp.epochs}", unit="batch", initial=progress.step,
+               total=len(batches), disable=not ctx.is_main or None, leave=False)
+    for step, (images, labels) in enumerate(bar, start=progress.step):
+        images = images.to(ctx.device, non_blocking=True, memory_format=ctx.memory_format)
+        labels = labels.to(ctx.device, non_blocking=True)
+        global_size = len(batches[step])
+        with ctx.autocast():
+            logits = ddp(images)
+            # Sum over the local shard / global batch x world: DDP's gradient average is
+            # then exactly the gradient of the mean loss over the global batch.
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum") * (world / global_size)
+        if not torch.isfinite(loss):
+            raise StageError(f"{run}: non-finite loss at epoch {epoch + 1}, step {step + 1} "
+                             f"(lr {progress.plateau['lr']:g}); last good checkpoint kept at {ctx.checkpoint}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(labels)
+        seen_here += len(labels)
+        loss_sum += loss.item() * global_size / world
+        correct += (logits.argmax(1) == labels).sum().item()
+        progress.step, progress.sums = step + 1, (seen, loss_sum, correct)
+        if ctx.is_main:
+            bar.set_postfix(img_s=f"{seen_here * world / (time.perf_counter() - t0):.0f}")
+        if hp.checkpoint_every and (step + 1) % hp.checkpoint_every == 0 and step + 1 < len(batches):
+            save_checkpoint(ctx, model, optimizer, progress, fp)
+    bar.close()
+    return seen_here, time.perf_counter() - t0
+
+
+def end_epoch(ctx, model, val_set, val_transform, hp, progress, seen_here, seconds):
+    """Validate, append the epoch's entry to the history and apply the plateau rule (§3.1)."""
+    seen, loss_sum, correct = progress.sums
+    seen, correct, loss_sum, seen_here = all_reduce_sum([seen, correct, loss_sum, seen_here], ctx.device, ctx.world)
+    val_top1, val_top5 = validate(model, val_set, val_transform, model.crop, hp.batch_size, ctx.device,
+                                  ctx.rank, ctx.world, ctx.autocast)
+    entry = {"epoch": progress.epoch + 1, "lr": progress.plateau["lr"],
+             "train_loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
+             "val_top1": val_top1, "val_top5": val_top5,
+             "val_top1_err": 100.0 - val_top1, "val_top5_err": 100.0 - val_top5,
+             "images_per_s": seen_here / seconds}  # this invocation's steps only
+    progress.history.append(entry)
+    progress.plateau = plateau_step(progress.plateau, val_top1, hp.lr_factor, hp.lr_patience,
+                                    hp.max_lr_drops, hp.lr_threshold)
+    progress.epoch, progress.step, progress.sums = progress.epoch + 1, 0, (0, 0.0, 0)
+    return entry
+
+
 def train(model, train_set, val_set, val_transform, hp, run, fp, device,
           rank=0, world=1, logger=None, log=print):
-    """Train `model` in place with the §3.1 recipe in `hp`; return the per-epoch history.
+    """Train `model` in place with the §3.1 recipe of the Schedule `hp`; return the per-epoch history.
 
     `train_set` yields augmented (image, label) for (index, seed) keys; `val_set` is an ImageSet.
-
     Resumes from the run's checkpoint when its fingerprint `fp` matches; `logger(entry)` is
     called once per epoch (replayed for resumed epochs) on the main process.
     """
-    from tqdm import tqdm
-
-    is_main = rank == 0
-    cuda = device.type == "cuda"
-    autocast = partial(mixed_precision, device, hp["bf16"])
+    if hp.batch_size % world:
+        raise StageError(f"train.batch_size: {hp.batch_size} does not split evenly over {world} processes")
     # channels_last also on CPU: oneDNN convolutions run 1.3-1.5x faster so (benchmarks/run.py).
-    memory_format = torch.channels_last if hp["channels_last"] else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    ctx = Context(device, rank, world, partial(mixed_precision, device, hp.bf16),
+                  torch.channels_last if hp.channels_last else torch.contiguous_format, checkpoint_path(run))
+    model.to(device, memory_format=ctx.memory_format)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = make_optimizer(model, hp["lr"], hp["momentum"], hp["weight_decay"])
-    plateau = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": hp["lr"]}
-    start_epoch, start_step, history = 0, 0, []
-    torch.manual_seed(hp["seed"] * 1000 + rank)  # dropout masks
-
-    ckpt_path = checkpoint_path(run)
-    ckpt = try_resume(ckpt_path, fp, log if is_main else (lambda _: None))
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        plateau, history = ckpt["plateau"], ckpt["history"]
-        start_epoch, start_step = ckpt["epoch"], ckpt["step"]
-        set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
-    if logger and is_main:
-        for entry in history:
+    optimizer = make_optimizer(model, hp.lr, hp.momentum, hp.weight_decay)
+    torch.manual_seed(hp.seed * 1000 + rank)  # dropout masks
+    progress = resume(ctx, model, optimizer, hp.lr, fp, log)
+    if logger and ctx.is_main:
+        for entry in progress.history:
             logger(entry)
-
-    def save(epoch, step):
-        states = [rng_state()]
-        if world > 1:
-            states = [None] * world
-            dist.all_gather_object(states, rng_state())
-        if is_main:
-            atomic_save({"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "plateau": plateau, "epoch": epoch, "step": step, "rng": states,
-                         "history": history}, ckpt_path)
-
-    batch_size = hp["batch_size"]
-    if batch_size % world:
-        raise StageError(f"train.batch_size: {batch_size} does not split evenly over {world} processes")
-    for epoch in range(start_epoch, hp["epochs"]):
+    while progress.epoch < hp.epochs:
         for group in optimizer.param_groups:
-            group["lr"] = plateau["lr"]
-        batches = epoch_batches(len(train_set), batch_size, hp["seed"], epoch)
-        keys = [[(i, sample_seed(hp["seed"], epoch, i)) for i in shard(b, rank, world)] for b in batches]
-        loader = DataLoader(train_set, batch_sampler=keys[start_step:], num_workers=hp["num_workers"],
-                            generator=torch.Generator(), pin_memory=cuda,
-                            persistent_workers=False)
-        model.train()
-        seen, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"{run} epoch {epoch + 1}/{hp['epochs']}", unit="batch",
-                   initial=start_step, total=len(batches), disable=not is_main or None, leave=False)
-        for step, (images, labels) in enumerate(bar, start=start_step):
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            global_size = len(batches[step])
-            with autocast():
-                logits = ddp(images)
-                # Sum over the local shard / global batch x world: DDP's gradient average is
-                # then exactly the gradient of the mean loss over the global batch.
-                loss = F.cross_entropy(logits.float(), labels, reduction="sum") * (world / global_size)
-            if not torch.isfinite(loss):
-                raise StageError(f"{run}: non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                                 f"(lr {plateau['lr']:g}); last good checkpoint kept at {ckpt_path}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen += len(labels)
-            loss_sum += loss.item() * global_size / world
-            correct += (logits.argmax(1) == labels).sum().item()
-            if is_main:
-                bar.set_postfix(img_s=f"{seen * world / (time.perf_counter() - t0):.0f}")
-            if hp["checkpoint_every"] and (step + 1) % hp["checkpoint_every"] == 0 and step + 1 < len(batches):
-                save(epoch, step + 1)
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        seen_all, correct_all, loss_all = all_reduce_sum([seen, correct, loss_sum], device, world)
-        val_top1, val_top5 = validate(model, val_set, val_transform, model.crop, batch_size, device,
-                                      rank, world, autocast)
-        entry = {"epoch": epoch + 1, "lr": plateau["lr"],
-                 "train_loss": loss_all / max(seen_all, 1),
-                 "train_top1": 100.0 * correct_all / max(seen_all, 1),
-                 "val_top1": val_top1, "val_top5": val_top5,
-                 "val_top1_err": 100.0 - val_top1, "val_top5_err": 100.0 - val_top5,
-                 "images_per_s": seen_all / elapsed}
-        history.append(entry)
-        plateau = plateau_step(plateau, val_top1, hp["lr_factor"], hp["lr_patience"], hp["max_lr_drops"],
-                               hp["lr_threshold"])
-        start_step = 0
-        save(epoch + 1, 0)
-        if is_main:
+            group["lr"] = progress.plateau["lr"]
+        seen_here, seconds = train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp)
+        entry = end_epoch(ctx, model, val_set, val_transform, hp, progress, seen_here, seconds)
+        save_checkpoint(ctx, model, optimizer, progress, fp)
+        if ctx.is_main:
             log(f"{run} epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, train top-1 "
-                f"{entry['train_top1']:.2f}%, val top-1 {val_top1:.2f}% top-5 {val_top5:.2f}%, "
+                f"{entry['train_top1']:.2f}%, val top-1 {entry['val_top1']:.2f}% top-5 {entry['val_top5']:.2f}%, "
                 f"lr {entry['lr']:g}, {entry['images_per_s']:.0f} img/s")
             if logger:
                 logger(entry)
     if not math.isfinite(sum(p.detach().float().sum().item() for p in model.parameters())):
         raise StageError(f"{run}: non-finite weights after training")
-    return history
+    return progress.history

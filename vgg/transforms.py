@@ -12,6 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
+def pixels(paper_scale, crop):
+    """A scale in the paper's units (S or Q for a 224 crop) in pixels at this crop size: the
+    default's crop 28 makes S=256, 384, 512 into 32, 48, 64 px; never below the crop."""
+    return max(crop, int(round(paper_scale * crop / 224)))
+
+
 def rescaled_size(height, width, size):
     """(H, W) after an isotropic rescale that makes the smallest side `size`."""
     if height <= width:

@@ -1,0 +1,64 @@
+"""Top-k error, and the paired bootstrap and verdict that decide whether a paper's claim holds here.
+
+One place for both, so every table and claims page (Tables 3-7, the appendices) scores alike.
+"""
+import numpy as np
+import torch
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+
+
+def correct_top_k(scores, labels, k):
+    """Per image, 1 if the label is among the k highest of N x C scores (logits or posteriors),
+    else 0 (int64, length N); a tuple k gives a tuple of those, all from one ranking."""
+    ks = k if isinstance(k, tuple) else (k,)
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
+    correct = tuple((top[:, :j] == labels.view(-1, 1)).any(dim=1).long() for j in ks)
+    return correct if isinstance(k, tuple) else correct[0]
+
+
+def error_percent(correct):
+    """Error in % of per-image 0/1 outcomes (§4: top-k error is the share of images whose label
+    is not among the k best)."""
+    return 100.0 * (1.0 - torch.as_tensor(correct).double().mean().item())
+
+
+def top_k_error(scores, labels, k):
+    """Top-k error in %."""
+    return error_percent(correct_top_k(scores, labels, k))
+
+
+def paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
+    """err(a) - err(b) in points with a percentile `confidence` interval, test images resampled.
+
+    Both models are scored on the same resampled images (paired), so their shared hard images
+    do not widen the interval. Positive = b makes fewer errors.
+    """
+    a = torch.as_tensor(correct_a).long()
+    b = torch.as_tensor(correct_b).long()
+    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
+        raise ValueError(f"paired outcomes of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    n = len(a)
+    d = (b - a).numpy()  # per image: +1 only b right, -1 only a right, 0 both the same
+    counts = np.array([(d == 1).sum(), (d == 0).sum(), (d == -1).sum()])
+    # Resampling n images with replacement matters only through how many of each outcome are
+    # drawn, a multinomial: the same distribution as index resampling, at O(samples) cost.
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=samples)
+    diffs = 100.0 * (draws[:, 0] - draws[:, 2]) / n
+    tail = 100.0 * (1.0 - confidence) / 2
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    return float(100.0 * (counts[0] - counts[2]) / n), float(low), float(high)
+
+
+def verdict(ci_low, ci_high, claim="better"):
+    """The paper's claim judged by the interval of err(baseline) - err(claimed winner).
+
+    claim "better": the winner beats the baseline (reproduced if the interval is above 0,
+    contradicted if below 0). claim "not better" (e.g. LRN does not help): contradicted only
+    when the interval shows the candidate significantly better.
+    """
+    if claim == "better":
+        return "reproduced" if ci_low > 0 else "contradicted" if ci_high < 0 else "inconclusive"
+    if claim == "not better":
+        return "contradicted" if ci_low > 0 else "reproduced"
+    raise ValueError(f"unknown claim direction {claim!r} (better or not better)")
