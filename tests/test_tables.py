@@ -13,7 +13,8 @@ import yaml
 
 import stages.fuse
 import stages.report
-from vgg import data, fusion, paper, stats, tables
+from vgg import data, fusion, stats, tables
+from vgg.paper import PAPER_DIR, classification_rows
 from vgg.io import StageError
 from vgg.params import load_params
 
@@ -111,10 +112,10 @@ def fused_reader(root):
 
 @pytest.fixture(scope="module")
 def computed(synthetic):
-    paper = paper.classification_rows()
+    paper = classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     results = tables.evaluate_rows(paper, read, ENSEMBLES, fused_reader(synthetic))
-    frames = tables.tables(paper, results, pd.read_csv(paper.PAPER_DIR / "fashion_mnist_reference.csv"))
+    frames = tables.tables(paper, results, pd.read_csv(PAPER_DIR / "fashion_mnist_reference.csv"))
     claims = tables.claims(results, 1000, 0, 0.95)
     return paper, results, frames, claims
 
@@ -256,7 +257,7 @@ def test_claim_against_a_worse_model_is_contradicted(computed):
 
 
 def test_table6_needs_a_matching_ensemble_in_params(synthetic):
-    paper = paper.classification_rows()
+    paper = classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     ensembles = {k: v for k, v in ENSEMBLES.items() if k != "ilsvrc7"}
     with pytest.raises(StageError, match="^fuse.ensembles: no ensemble of D/256/224;256;288"):
@@ -264,7 +265,7 @@ def test_table6_needs_a_matching_ensemble_in_params(synthetic):
 
 
 def test_a_fused_file_made_from_other_members_is_stale(synthetic):
-    paper = paper.classification_rows()
+    paper = classification_rows()
     read = fusion.preds_reader(synthetic / "preds")
     ensembles = copy.deepcopy(ENSEMBLES)
     ensembles["DE_dense"]["members"] = DE[::-1]
@@ -297,7 +298,7 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     table3 = (reports / "table3.md").read_text()
     assert "256-512" in table3 and "| D " in table3
     flat = json.loads((tmp_path / "metrics" / "tables.json").read_text())
-    paper = paper.classification_rows()
+    paper = classification_rows()
     assert sorted(flat) == sorted(expected_metric_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
