@@ -1,6 +1,6 @@
 """Tables 3-6 (top-1 error) and the claims of several runs side by side, as markdown.
 
-    python -m scripts.compare_runs default=HEAD plain=<exp-or-commit> [...] > reports/runs_compared.md
+    python -m scripts.compare_runs default=HEAD plain=<exp-or-commit> [...] > docs/runs_compared.md
 
 Each NAME=REV is a git revision or a DVC experiment name (`dvc exp show` lists them); the run's
 committed `reports/*.csv` are read from it with `git show`, so nothing needs checking out.
