@@ -40,7 +40,8 @@ bench: setup
 # ILSVRC-2012 at full scale as a DVC experiment: make full-scale ROOT=/data/ILSVRC2012 [EXTRA="k=v ..."]
 full-scale: setup
 	@test -n "$(ROOT)" || { echo "error: ROOT: set ROOT=/path/to/ILSVRC2012 (train/, val/)"; exit 2; }
-	dvc exp run -n ilsvrc2012 $$($(PY) -m scripts.preset presets/ilsvrc2012.yaml data.root=$(ROOT) $(EXTRA))
+	flags=$$($(PY) -m scripts.preset presets/ilsvrc2012.yaml data.root=$(ROOT) $(EXTRA)) && \
+	  dvc exp run -n ilsvrc2012 $$flags
 
 clean-checkpoints:
 	rm -rf .ckpt
