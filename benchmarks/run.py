@@ -94,7 +94,8 @@ def bench_against_torchvision(device, batch, size, repeats, amp=False, channels_
     print(f"   geometric mean ratio {math.prod(ratios) ** (1 / len(ratios)):.2f}")
 
 
-def matmul_peak(device, n=2048, repeats=10, dtype=torch.float32):
+def matmul_peak(device, n=None, repeats=10, dtype=torch.float32):
+    n = n or (8192 if device.type == "cuda" else 2048)  # large enough to reach the peak on either
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     sync(device)
@@ -117,7 +118,7 @@ def default_setup(params_path):
     return all_params, model_params, hp, stats, train_set, transform
 
 
-def bench_pipeline_and_flops(params_path, net, steps, device):
+def bench_pipeline_and_flops(params_path, net, steps, device, full_nets, full_batch):
     all_params, model_params, hp, stats, train_set, transform = default_setup(params_path)
     # The training loop's own precision and layout (vgg.train.train).
     memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
@@ -165,14 +166,15 @@ def bench_pipeline_and_flops(params_path, net, steps, device):
     peak = matmul_peak(device, dtype=torch.bfloat16 if bf16 else torch.float32)
     print(f"\n3. achieved {flops / 1e9:.1f} GFLOP/s in that training step (net {net}, default width, {precision}) "
           f"vs {'bf16' if bf16 else 'fp32'} matmul peak {peak / 1e9:.1f} GFLOP/s: {flops / peak:.2f} of peak")
-    full = models.build_model(net)
-    full.load_state_dict(getattr(torchvision.models, TORCHVISION[net])(weights=None).state_dict())  # as in 1.
-    full.to(device, memory_format=memory_format)
-    x = torch.randn(8, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
-    t = step_seconds(full, x, torch.randint(0, 1000, (8,), device=device), device, 2, bf16)
-    full_flops = 3 * models.flops_per_image(full) * 8 / t
-    print(f"   full scale (net {net}, 224, batch 8, {precision}): {full_flops / 1e9:.1f} GFLOP/s: "
-          f"{full_flops / peak:.2f} of peak")
+    # Full width (Table 1), 224 crop: the throughput R that the README's GPU-hours divide by.
+    for name in full_nets:
+        full = models.build_model(name).to(device, memory_format=memory_format)
+        x = torch.randn(full_batch, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
+        t = step_seconds(full, x, torch.randint(0, 1000, (full_batch,), device=device), device, 3, bf16)
+        full_flops = 3 * models.flops_per_image(full) * full_batch / t
+        print(f"   full scale (net {name}, 224, batch {full_batch}, {precision}): {full_batch / t:.0f} img/s, "
+              f"{full_flops / 1e9:.1f} GFLOP/s: {full_flops / peak:.2f} of peak")
+        del full, x
     return all_params, model_params, stats
 
 
@@ -210,6 +212,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=4, help="alternated steps per net in benchmark 1")
     parser.add_argument("--steps", type=int, default=20, help="training steps of benchmark 2")
     parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--full-nets", default="D", help="comma-separated nets of benchmark 3's full-scale step")
+    parser.add_argument("--full-batch", type=int, default=8, help="batch of benchmark 3's full-scale step (64 on a GPU)")
     args = parser.parse_args()
     # Benchmarks 2-3 read pipeline outputs: fail at once, not after minutes of benchmark 1.
     for path in INPUTS:
@@ -221,7 +225,7 @@ def main():
     bench_against_torchvision(device, args.batch, 224, args.repeats)
     if devices.bf16_native(device):
         bench_against_torchvision(device, args.batch, 224, args.repeats, amp=True, channels_last=True)
-    bench_pipeline_and_flops(args.params, args.net, args.steps, device)
+    bench_pipeline_and_flops(args.params, args.net, args.steps, device, args.full_nets.split(","), args.full_batch)
     bench_evaluation(args.params, args.net, args.eval_images, device)
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s")
 
