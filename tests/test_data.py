@@ -508,3 +508,27 @@ def test_a_preset_override_of_an_unknown_or_bad_key_is_one_line(capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(start) and err.count("\n") == 1, err
+
+
+def test_manifest_changes_when_an_image_is_added_or_replaced_and_lists_skipped_files(tmp_path, capsys):
+    import stages.manifest
+    root = make_imagefolder(tmp_path / "ilsvrc")
+    (root / "train" / CLASSES[0] / "notes.txt").write_text("not an image")
+    (root / "val" / CLASSES[0] / "anim.gif").write_bytes(b"GIF89a")
+    params = write_params(tmp_path / "params.yaml", data_section(root))
+    out = tmp_path / "manifest.tsv"
+
+    def listing():
+        stages.manifest.main(["--params", params, "--out", str(out)])
+        return out.read_text()
+
+    first = listing()
+    assert "skipped (not images): 1 .gif, 1 .txt" in capsys.readouterr().out
+    assert f"train/{CLASSES[0]}/notes.txt\t12\t" in first and first.count("\tread\n") == len(CLASSES) * (4 + 2)
+    assert listing() == first  # nothing changed: same bytes, so DVC re-runs nothing downstream
+    write_image(root / "train" / CLASSES[1] / "new.png", (40, 30), seed=99)
+    added = listing()
+    assert f"train/{CLASSES[1]}/new.png" in added and added != first
+    target = root / "val" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+    write_image(target, (50, 50), seed=123)  # replaced: a new size (and mtime)
+    assert listing() != added

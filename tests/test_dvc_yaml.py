@@ -52,8 +52,10 @@ def expanded_stages():
             continue
         items = stage["foreach"]
         for key, item in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
-            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item)).replace("${key}", str(key))
-            stages[f"{name}@{key}"] = yaml.safe_load(text)
+            text = yaml.safe_dump(stage["do"]).replace("${key}", str(key))
+            if isinstance(item, dict):
+                text = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
+            stages[f"{name}@{key}"] = yaml.safe_load(text.replace("${item}", str(item)))
     return stages
 
 
