@@ -17,6 +17,7 @@ def main(argv=None):
     parser.add_argument("--preds", default="preds", type=Path, help="holds <run>/<protocol>.pt")
     parser.add_argument("--ensembles", default="preds/ensembles", type=Path, help="holds <ensemble>.pt")
     parser.add_argument("--logs", default="logs", type=Path, help="holds <run>/plots/metrics/*.tsv")
+    parser.add_argument("--loc", default="preds/loc", type=Path, help="holds evaluate_loc's <run>.pt and dense.pt")
     parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
     parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
     parser.add_argument("--out", default="reports", type=Path)
@@ -43,6 +44,13 @@ def main(argv=None):
     curves = tables.load_curves(args.logs, settings["runs"])
     test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)
+    loc_preds = {run: io.load(args.loc / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
+    dense = io.load(args.loc / "dense.pt", "dense localisation predictions")
+    loc_rows = paper.localisation_rows()
+    table8, table9 = tables.table8(loc_preds, loc_rows), tables.table9(dense, loc_rows)
+    loc_claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"],
+                                            settings["bootstrap_seed"], settings["confidence"])
+    flat.update(tables.localisation_metrics(table8, table9, loc_claims))
     n_images = len(results[0].correct1)
 
     tmp = io.temp_dir_beside(args.out)
@@ -67,12 +75,24 @@ def main(argv=None):
                                                           settings["bootstrap_samples"]))
 
         samples = figures.sample_images(test_split, tmp / "samples.png")
+        fused = dense["rows"]["fusion 256/256 + 384/352,384"]
+        loc_figure = figures.localisation_samples(test_split, fused["classes"][:, 0], fused["boxes"][:, 0],
+                                                  tmp / "localisation_samples.png")
+        table8.to_csv(tmp / "table8.csv")
+        table9.to_csv(tmp / "table9.csv")
+        loc_counts = loc_claims["verdict"].value_counts()
+        appendices = [f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)): localisation "
+                      f"(App. A), {len(loc_claims)} claims: " + ", ".join(
+                          f"{loc_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))]
+        (tmp / "localisation.md").write_text(report.localisation_page(
+            table8, table9, loc_claims, settings["confidence"], settings["bootstrap_samples"], len(dense["labels"]),
+            loc_figure))
         figures.training_curves(curves, tmp / "training_curves.png")
         figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
         figures.error_vs_test_scale(tables.scale_errors(rows, read), tmp / "error_vs_test_scale.png")
         (tmp / "README.md").write_text(report.readme(
             data, model, schedules, compute, n_images, claims, tables.training_summary(curves, args.logs),
-            settings["confidence"], args.metrics, samples))
+            settings["confidence"], args.metrics, samples, appendices))
         io.replace_dir(tmp, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -84,44 +84,50 @@ def main(argv=None):
     settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs,
                 "init": init_params, "init_file": args.init}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
-    fp = train.fingerprint(settings, *inputs)
+    fit_and_save(model, data.Transformed(train_set, train_transform), val_set, val_transform, hp, settings,
+                 inputs, args.out, args.live_dir, kwargs, init_file=args.init)
 
+
+def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs, out, live_dir, kwargs,
+                 task=train.CLASSIFICATION, **record):
+    """Train (resuming when the checkpoint matches `settings` and `inputs`), then save the model
+    record to `out` and move the finished DVCLive logs to `live_dir`."""
+    fp = train.fingerprint(settings, *inputs)
     rank, world, device = train.init_distributed()
-    run = args.out.stem
+    run = out.stem
     # DVCLive clears its directory when it starts: it writes beside --live-dir and the finished
     # logs replace the old ones only once the model is saved, so a killed or failed run leaves the
     # previous logs/<run>/ as it was (a resumed run replays its history into the new directory).
     live_tmp = None
     if rank == 0:
-        for stale in args.live_dir.parent.glob(f".{args.live_dir.name}.*"):  # left by a killed run
+        for stale in live_dir.parent.glob(f".{live_dir.name}.*"):  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
-        live_tmp = io.temp_dir_beside(args.live_dir)
+        live_tmp = io.temp_dir_beside(live_dir)
     try:
         live, logger = dvclive_logger(live_tmp) if rank == 0 else (None, None)
         if rank == 0:
-            print(f"train: {run}: {net}, schedule {args.schedule}, S {smin}-{smax} px, {world} process(es) on {device}")
+            print(f"train: {run}: {settings['net']}, schedule {settings['schedule']}, "
+                  f"S {hp.scale_min}-{hp.scale_max}, {world} process(es) on {device}")
         start = time.perf_counter()
-        history = train.train(model, data.Transformed(train_set, train_transform), val_set,
-                              val_transform, hp, run, fp, device, rank, world, logger)
+        history = train.train(model, train_set, val_set, val_transform, hp, run, fp, device, rank, world,
+                              logger, task=task)
         if rank == 0:
             # Wall time of this invocation (a resumed run counts only its own part).
             seconds = time.perf_counter() - start
             live.summary["wall_seconds"] = round(seconds, 1)
             live.end()
-            record = models.model_record(model.cpu(), kwargs, schedule=args.schedule, train_scale=
-                                         (hp.scale_min, hp.scale_max), params=settings, history=history,
-                                         init_file=args.init, device=str(device), processes=world,
-                                         wall_seconds=seconds)
-            io.atomic_save(record, args.out)
-            io.replace_dir(live_tmp, args.live_dir)
+            saved = models.model_record(model.cpu(), kwargs, schedule=settings["schedule"], train_scale=
+                                        (hp.scale_min, hp.scale_max), params=settings, history=history,
+                                        device=str(device), processes=world, wall_seconds=seconds, **record)
+            io.atomic_save(saved, out)
+            io.replace_dir(live_tmp, live_dir)
     finally:
         if live_tmp is not None:
             shutil.rmtree(live_tmp, ignore_errors=True)
     if rank == 0:
         last = history[-1]
         print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
-              f"after {last['epoch']} epochs in {seconds:.0f} s -> {args.out}")
-
+              f"after {last['epoch']} epochs in {seconds:.0f} s -> {out}")
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ def tiny_params(**overrides):
     params["train"].update(epochs=1, batch_size=64)
     params["finetune"].update(epochs=1)
     params["jitter"].update(epochs=1)
+    params["localisation"].update(epochs=1)
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value

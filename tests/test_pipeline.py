@@ -139,3 +139,20 @@ def test_run_cache_restores_a_trained_model_instead_of_training_again(repo):
     out = sh("dvc repro -s train_scratch@A", path, env).stdout
     assert "skipping run, checking out outputs" in out and "Running stage" not in out
     assert (path / "models" / "A_256.pt").read_bytes() == before
+
+
+def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo):
+    path, _, _ = repo
+    from vgg.localisation import paired_iou
+    for name in ["localisation.md", "table8.csv", "table9.csv", "localisation_samples.png"]:
+        assert (path / "reports" / name).is_file(), name
+    metrics = json.loads((path / "metrics" / "tables.json").read_text())
+    # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently.
+    for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "PCR-all_384"]:
+        saved = torch.load(path / "preds" / "loc" / f"{run}.pt", weights_only=False)
+        err = 100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean()
+        assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(err), abs=1e-3), run
+        assert (path / "logs" / f"loc_{run}" / "metrics.json").is_file()
+    dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
+    assert set(dense["rows"]) == {"256/256", "384/384", "384/352,384", "fusion 256/256 + 384/352,384"}
+    assert {"loc.table9.fusion.top5", "loc.claims.pcr_beats_scr.diff"} <= set(metrics)

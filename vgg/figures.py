@@ -89,3 +89,24 @@ def sample_images(split, path, count=40, columns=10):
         ax.set_title(split["classes"][int(split["labels"][i])], fontsize=7)
     _save(fig, path)
     return True
+
+
+def localisation_samples(split, classes, boxes, path, count=30, columns=10):
+    """Test images with their true box (orange) and the predicted top-1 box (cyan) and class."""
+    from matplotlib.patches import Rectangle
+    if split["kind"] != "tensor":
+        return False
+    count = min(count, len(split["labels"]))
+    rows = -(-count // columns)
+    fig = _figure(1.3 * columns, 1.45 * rows)
+    for i, ax in enumerate(fig.subplots(rows, columns, squeeze=False).flat):
+        ax.set_axis_off()
+        if i >= count:
+            continue
+        ax.imshow(split["images"][i].permute(1, 2, 0).numpy(), interpolation="nearest")
+        for box, colour in ((split["boxes"][i], "tab:orange"), (boxes[i], "tab:cyan")):
+            x0, y0, x1, y1 = [float(v) for v in box]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1))
+        ax.set_title(split["classes"][int(classes[i])], fontsize=7)
+    _save(fig, path)
+    return True

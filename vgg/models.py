@@ -156,12 +156,17 @@ class VGG(nn.Module):
         reshaped views, never copies. At Q pixels the map has Q / stride - 6 cells per side, as in
         the paper (2, 6, 10 at Q = 256, 384, 512).
         """
-        fc6, fc7, fc8 = self.classifier[0], self.classifier[3], self.classifier[6]
+        fc8 = self.classifier[6]
+        return F.conv2d(self.forward_fc7_dense(x), fc8.weight[:, :, None, None], fc8.bias)
+
+    def forward_fc7_dense(self, x):
+        """The fc7 map (after its ReLU) of the fully convolutional net: `forward_dense` without fc8,
+        the very deep features of App. B. Dropout is not applied (it is off in eval mode anyway)."""
+        fc6, fc7 = self.classifier[0], self.classifier[3]
         x = self.features(x)
         x = F.relu(F.conv2d(x, fc6.weight.view(fc6.out_features, self.channels, self.kernel, self.kernel),
                             fc6.bias))
-        x = F.relu(F.conv2d(x, fc7.weight[:, :, None, None], fc7.bias))
-        return F.conv2d(x, fc8.weight[:, :, None, None], fc8.bias)
+        return F.relu(F.conv2d(x, fc7.weight[:, :, None, None], fc7.bias))
 
     def named_weight_layers(self):
         """(paper name, module) for every conv and FC layer: conv1_1 ... fc6, fc7, fc8."""

@@ -21,3 +21,16 @@ def classification_rows():
 def parameter_counts():
     """Table 2: millions as printed, and the exact counts of the released models, per net."""
     return paper_csv("table2_parameters.csv").set_index("net")
+
+
+def transfer_rows():
+    """Table 11 (App. B): VOC mAP and Caltech mean class recall (± std) per method; `net` is D, E or DE
+    for the paper's own rows, empty for the methods it compares with."""
+    return pd.read_csv(PAPER_DIR / "table11_transfer.csv", dtype={"net": str}, keep_default_na=False,
+                       na_values={c: [""] for c in ("voc07_map", "voc12_map", "cal101_recall", "cal101_std",
+                                                    "cal256_recall", "cal256_std")})
+
+
+def localisation_rows():
+    """Tables 8 and 9 (App. A) as printed: table (T8/T9), row, setting, metric, value."""
+    return pd.read_csv(PAPER_DIR / "localisation_tables.csv", dtype=str, keep_default_na=False)

@@ -119,6 +119,17 @@ SCHEMA = {
         "train_scale_min": (int, _positive, "must be > 0"),
         "train_scale_max": (int, _positive, "must be > 0"),
     },
+    "localisation": {
+        "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
+        "epochs": (int, _positive, "must be > 0"),
+        "lr_patience": (int, _non_negative, "must be >= 0"),
+        "init_std": (NUMBER, _positive, "must be > 0"),
+        "seed": (int, None, ""),
+        "iou_threshold": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
+        "merge_iou": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
+        "top_k": (int, _positive, "must be > 0"),
+        "batch_size": (int, _positive, "must be > 0"),
+    },
     "evaluate": {
         "batch_size": (int, _positive, "must be > 0"),
         "scale_offset": (int, _non_negative, "must be >= 0"),
@@ -213,9 +224,11 @@ class Schedule:
 
 
 def schedule(params, name):
-    """The Schedule `name`: the `train` section, with `finetune` or `jitter` overriding it."""
+    """The Schedule `name`: the `train` section, with `finetune`, `jitter` or `localisation` overriding it."""
     merged = section(params, "train")
-    if name != "train":
+    if name == "localisation":  # App. A.1: train's recipe, its own lr and length; S from the init net
+        merged.update({k: v for k, v in section(params, name).items() if k in ("lr", "epochs", "lr_patience")})
+    elif name != "train":
         if name not in ("finetune", "jitter"):
             raise StageError(f"--schedule: unknown schedule {name!r} (choose train, finetune or jitter)")
         merged.update(section(params, name))
@@ -281,3 +294,62 @@ def override_flag(key, value):
     else:
         text = str(value)
     return f"-S {key}={text}"
+
+
+# ---------------------------------------------------------------- App. B: very deep features
+
+TRANSFER_SCENES = ("fashion_mnist", "voc2007")
+TRANSFER_FEWSHOT = ("fashion_mnist", "caltech")
+
+
+def _positive_ints(v):
+    return len(v) > 0 and all(type(x) is int and x > 0 for x in v)
+
+
+def _range_pair(v):
+    return len(v) == 2 and all(type(x) is int for x in v) and 1 <= v[0] <= v[1]
+
+
+def _positive_pair(v):
+    return (len(v) == 2 and all(isinstance(x, NUMBER) and not isinstance(x, bool) for x in v)
+            and 0 < v[0] <= v[1])
+
+
+def _positive_numbers(v):
+    return (len(v) > 0 and all(isinstance(x, NUMBER) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                               for x in v))
+
+
+SCHEMA["transfer"] = {
+    "nets": (dict, lambda v: 1 <= len(v) <= 2 and all(k in NETS and isinstance(r, str) for k, r in v.items()),
+             "must map one or two nets (D, E) to trained runs, e.g. {D: D_256-512}"),
+    "scales": (list, lambda v: _positive_ints(v) and v == sorted(set(v)), "must be ascending positive ints"),
+    "single_scale": (int, _positive, "must be > 0"),
+    "batch_size": (int, _positive, "must be > 0"),
+    "bf16": (bool, None, ""),
+    "seed": (int, None, ""),
+    "scenes_dataset": (str, _one_of(TRANSFER_SCENES), f"must be one of {', '.join(TRANSFER_SCENES)}"),
+    "scenes_root": (str, None, ""),
+    "canvas": (int, _positive, "must be > 0"),
+    "objects": (list, _range_pair, "must be [min, max] ints with 1 <= min <= max"),
+    "object_scale": (list, _positive_pair, "must be [min, max] with 0 < min <= max"),
+    "train": (int, _positive, "must be > 0"),
+    "val": (int, _positive, "must be > 0"),
+    "test": (int, _positive, "must be > 0"),
+    "fewshot_dataset": (str, _one_of(TRANSFER_FEWSHOT), f"must be one of {', '.join(TRANSFER_FEWSHOT)}"),
+    "fewshot_root": (str, None, ""),
+    "fewshot_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
+    "fewshot_per_class": (int, _positive, "must be > 0"),
+    "fewshot_splits": (int, _positive, "must be > 0"),
+    "fewshot_cv_folds": (int, lambda v: v >= 2, "must be >= 2"),
+    "exclude_classes": (list, lambda v: all(isinstance(x, str) for x in v), "must list class directory names"),
+    "svm_C": (list, _positive_numbers, "must list positive numbers"),
+}
+
+
+def transfer_section(all_params):
+    """The validated `transfer` section (App. B), with the checks that span keys."""
+    t = section(all_params, "transfer")
+    if t["single_scale"] not in t["scales"]:
+        raise StageError(f"transfer.single_scale: {t['single_scale']} is not one of transfer.scales {t['scales']}")
+    return t

@@ -50,6 +50,28 @@ def paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
     return float(100.0 * (counts[0] - counts[2]) / n), float(low), float(high)
 
 
+def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confidence):
+    """metric(b) - metric(a) in points with a percentile `confidence` interval, test items resampled.
+
+    For metrics that are not a mean of per-item outcomes (mAP, mean class recall): each resample
+    draws n items with replacement and scores a and b on the same ones (paired). `metric(y, scores)`
+    takes rows of y and of the scores (numpy arrays indexed by item on axis 0); higher is better, so
+    positive = b better, as in `paired_bootstrap`. A resample where the metric is undefined (NaN,
+    e.g. no positive item of any class) is dropped.
+    """
+    y, a, b = np.asarray(y), np.asarray(scores_a), np.asarray(scores_b)
+    if not len(y) == len(a) == len(b) or len(y) == 0:
+        raise ValueError(f"paired scores of {len(a)} and {len(b)} items for {len(y)} labels")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(samples)
+    for i in range(samples):
+        idx = rng.integers(0, len(y), len(y))
+        diffs[i] = metric(y[idx], b[idx]) - metric(y[idx], a[idx])
+    tail = 100.0 * (1.0 - confidence) / 2
+    low, high = np.nanpercentile(diffs, [tail, 100.0 - tail])
+    return float(metric(y, b) - metric(y, a)), float(low), float(high)
+
+
 def verdict(ci_low, ci_high, claim="better"):
     """The paper's claim judged by the interval of err(baseline) - err(claimed winner).
 

@@ -364,3 +364,177 @@ def training_summary(curves, logs):
                      "best val top-1 err": c["val_top1_err"].min(),
                      "wall time (s)": summary.get("wall_seconds")})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- Table 11 (App. B): very deep features
+
+T11_NETS = {"D": "D", "E": "E", "DE": "D&E"}
+T11_VARIANTS = {"single": "single Q", "average": "averaged", "stack": "stacked"}
+OURS_MAP, OURS_RECALL, OURS_RECALL_STD = "scene mAP (ours)", "few-shot recall (ours)", "± (ours)"
+PAPER_T11 = {"voc07_map": "VOC-2007 mAP (paper)", "voc12_map": "VOC-2012 mAP (paper)",
+             "cal101_recall": "Caltech-101 recall (paper)", "cal101_std": "± Caltech-101 (paper)",
+             "cal256_recall": "Caltech-256 recall (paper)", "cal256_std": "± Caltech-256 (paper)"}
+# The paper's protocol per column group: VOC descriptors averaged over scales, Caltech's stacked
+# (App. B), so its numbers sit beside our row of the same aggregation.
+PAPER_T11_VARIANT = {"voc07_map": "average", "voc12_map": "average", "cal101_recall": "stack",
+                     "cal101_std": "stack", "cal256_recall": "stack", "cal256_std": "stack"}
+
+
+def table11(metrics, paper_rows, scales, single_scale):
+    """Table 11: our rows (D, E, D&E x single Q / averaged / stacked; scene mAP and few-shot mean class
+    recall ± std over splits, from the transfer stages' flat `metrics`) beside the paper's (`paper_rows`:
+    vgg.paper.transfer_rows()), then the paper's comparison rows. Scales in paper units."""
+    records = []
+    paper_by_net = {row.net: row for row in paper_rows.itertuples(index=False) if row.net}
+    for net, name in T11_NETS.items():
+        for variant, how in T11_VARIANTS.items():
+            found = {column: metrics.get(f"{task}.{net}.{variant}.{metric}") for column, task, metric in (
+                (OURS_MAP, "scenes", "map"), (OURS_RECALL, "fewshot", "recall"),
+                (OURS_RECALL_STD, "fewshot", "recall_std"))}
+            if all(v is None for v in found.values()):
+                continue
+            record = {"key": f"table11.{net}.{variant}", "method": f"VGG {name}", "aggregation": how,
+                      "test Q": str(single_scale) if variant == "single" else ",".join(map(str, scales)),
+                      "source": "ours", **found}
+            paper = paper_by_net.get(net)
+            if paper is not None:
+                record.update({column: getattr(paper, field) for field, column in PAPER_T11.items()
+                               if PAPER_T11_VARIANT[field] == variant})
+            records.append(record)
+    for row in paper_rows.itertuples(index=False):
+        if not row.net:
+            records.append({"key": f"table11.paper_row{row.row}", "method": row.method, "source": "paper",
+                            **{column: getattr(row, field) for field, column in PAPER_T11.items()}})
+    return pd.DataFrame(records).set_index("key")
+
+
+# Each claim: X beats Y on a task, X and Y as (net, variant); Y "best" = the better single net.
+TRANSFER_CLAIMS = (
+    ("transfer_DE_beats_best_net", "D&E beats the better single net: scene mAP, scales averaged (Table 11)",
+     "scenes", ("DE", "average"), "best"),
+    ("transfer_multi_scale_D", "multi-scale aggregation (averaged) beats a single scale: scene mAP, D (App. B)",
+     "scenes", ("D", "average"), ("D", "single")),
+    ("transfer_stack_beats_average_D", "stacking beats averaging on the few-shot task: mean class recall, D "
+     "(App. B, Caltech)", "fewshot", ("D", "stack"), ("D", "average")),
+)
+
+
+def _transfer_scores(preds, net, variant):
+    """(y, per-item scores, metric) of one variant in a transfer stage's predictions record. Few-shot
+    items are images, each with its prediction in every split where it is a test image, so the bootstrap
+    resamples images and the metric is the recall averaged over the splits, as reported."""
+    from . import transfer
+    key = f"{net}.{variant}"
+    if preds["task"] == "scenes":
+        return preds["labels"].numpy(), preds["scores"][key].numpy(), transfer.fast_mean_average_precision
+    return preds["labels"].numpy(), preds["predictions"][key].numpy(), transfer.mean_split_recall
+
+
+def _transfer_metric(preds, ref):
+    y, scores, metric = _transfer_scores(preds, *ref)
+    return metric(y, scores)
+
+
+def transfer_claims(scenes, fewshot, paper_rows, samples, seed, confidence):
+    """Each claim of TRANSFER_CLAIMS with our difference metric(X) - metric(Y) in points, its paired
+    bootstrap interval over test items (scenes; few-shot: images, pooled over the splits), the paper's
+    difference where Table 11 gives it, and the verdict."""
+    preds = {"scenes": scenes, "fewshot": fewshot}
+    paper = {row.net: row for row in paper_rows.itertuples(index=False) if row.net}
+    records = []
+    for i, (key, text, task, x_ref, y_ref) in enumerate(TRANSFER_CLAIMS):
+        if y_ref == "best":  # our better single net, by its own test score (as best_single_net does)
+            y_ref = max(((net, x_ref[1]) for net in ("D", "E")), key=lambda ref: _transfer_metric(preds[task], ref))
+        y, scores_x, metric = _transfer_scores(preds[task], *x_ref)
+        _, scores_y, _ = _transfer_scores(preds[task], *y_ref)
+        diff, low, high = stats.paired_bootstrap_metric(metric, y, scores_y, scores_x, samples, seed + i, confidence)
+        paper_diff = None
+        if task == "scenes" and x_ref[1] == y_ref[1] and {x_ref[0], y_ref[0]} <= set(paper):
+            paper_diff = round(paper[x_ref[0]].voc07_map - paper[y_ref[0]].voc07_map, 4)
+        records.append({"key": key, "claim": text, "X": f"{T11_NETS[x_ref[0]]} {T11_VARIANTS[x_ref[1]]}",
+                        "Y": f"{T11_NETS[y_ref[0]]} {T11_VARIANTS[y_ref[1]]}", "paper: X - Y": paper_diff,
+                        "ours: X - Y": diff, "CI low": low, "CI high": high,
+                        "verdict": stats.verdict(low, high, "better")})
+    return pd.DataFrame(records).set_index("key")
+
+
+def transfer_metrics(claims):
+    """Flat {claims.<key>.diff / ci_low / ci_high} of the transfer claims, rounded to 4 decimals."""
+    return {f"claims.{key}.{name}": round(float(row[column]), 4) for key, row in claims.iterrows()
+            for column, name in (("ours: X - Y", "diff"), ("CI low", "ci_low"), ("CI high", "ci_high"))}
+
+
+# ---------------------------------------------------------------- Tables 8-9: localisation (App. A)
+
+# Table 8's settings, in the paper's order, and the paper row each sits beside (its rows are at S=384).
+TABLE8_RUNS = {"SCR-fc_256": 1, "PCR-fc_256": 2, "PCR-all_256": 3, "PCR-all_384": 3}
+TABLE9_PAPER_ROWS = {"256/256": 1, "384/384": 2, "384/352,384": 3, "fusion 256/256 + 384/352,384": 4}
+LOC_ERR, LOC_TOP1, LOC_TOP5 = "ours: loc. error (%)", "ours: top-1 loc. error (%)", "ours: top-5 loc. error (%)"
+
+
+def _paper_value(paper, table, row):
+    text = paper[(paper["table"] == table) & (paper["row"] == str(row))]["value"].iloc[0]
+    return float(text.split("/")[0])  # "28.2 / 26.7": the validation number
+
+
+def table8(loc_preds, paper):
+    """Table 8: localisation error of the true class's box on the centre crop, per setting."""
+    records = []
+    for run, paper_row in TABLE8_RUNS.items():
+        p = loc_preds[run]
+        records.append({"key": f"table8.{run}", "setting": run, "regression": p["regression"], "fine-tuned layers":
+                        "fc6-fc8" if p["layers"] == "fc" else "all", "train S": "-".join(map(str, sorted(set(p["train_scale"])))),
+                        "paper: loc. error (%, S=384)": _paper_value(paper, "T8", paper_row),
+                        LOC_ERR: stats.error_percent(p["hits"])})
+    return pd.DataFrame(records).set_index("key")
+
+
+def table9(dense, paper):
+    """Table 9: dense localisation with greedy merging; top-1 and top-5 localisation error."""
+    records = []
+    for label, paper_row in TABLE9_PAPER_ROWS.items():
+        row = dense["rows"][label]
+        records.append({"key": f"table9.{label.split(' ')[0].replace('/', '_').replace(',', '-')}",
+                        "S / Q": label, "paper: top-5 loc. error (%, val)": _paper_value(paper, "T9", paper_row),
+                        LOC_TOP1: stats.error_percent(row["top1"]), LOC_TOP5: stats.error_percent(row["top5"])})
+    return pd.DataFrame(records).set_index("key")
+
+
+# (key, claim, paper's difference err(X) - err(Y), X outcomes, Y outcomes): X is the baseline.
+def localisation_claims(loc_preds, dense, samples, seed, confidence):
+    """The appendix's localisation conclusions, each with err(X) - err(Y) in points (positive: Y
+    better), its paired bootstrap interval over test images, and the verdict."""
+    rows = dense["rows"]
+    singles = ["256/256", "384/384", "384/352,384"]
+    best = min(singles, key=lambda r: stats.error_percent(rows[r]["top5"]))
+    specs = [
+        ("pcr_beats_scr", "PCR beats SCR (Table 8, fc6-fc8 fine-tuned, S=256)", 36.4 - 34.3,
+         loc_preds["SCR-fc_256"]["hits"], loc_preds["PCR-fc_256"]["hits"]),
+        ("all_layers_beat_fc", "fine-tuning all layers beats fc6-fc8 only (Table 8, PCR, S=256)", 34.3 - 33.1,
+         loc_preds["PCR-fc_256"]["hits"], loc_preds["PCR-all_256"]["hits"]),
+        ("s384_beats_s256", "S=384 beats S=256 (Table 9, top-5, Q=S)", 29.5 - 28.2,
+         rows["256/256"]["top5"], rows["384/384"]["top5"]),
+        ("two_scales_beat_one", "two test scales beat one (Table 9, S=384: Q=352,384 vs 384, top-5)", 28.2 - 27.5,
+         rows["384/384"]["top5"], rows["384/352,384"]["top5"]),
+        ("fusion_beats_best", f"fusion beats the best single net (Table 9, top-5; ours: {best})", 27.5 - 26.9,
+         rows[best]["top5"], rows["fusion 256/256 + 384/352,384"]["top5"]),
+    ]
+    records = []
+    for i, (key, text, paper_diff, x, y) in enumerate(specs):
+        diff, low, high = stats.paired_bootstrap(x, y, samples, seed + 100 + i, confidence)
+        records.append({"key": key, "claim": text, "paper: err(X) - err(Y)": round(paper_diff, 4),
+                        "ours: err(X) - err(Y)": diff, "CI low": low, "CI high": high,
+                        "verdict": stats.verdict(low, high)})
+    return pd.DataFrame(records).set_index("key")
+
+
+def localisation_metrics(table8_frame, table9_frame, claims):
+    """Flat keys for `dvc metrics diff`: loc.table8.<run>.err, loc.table9.<row>.top1/top5, loc.claims.*."""
+    out = {f"loc.{key}.err": round(float(v), 4) for key, v in table8_frame[LOC_ERR].items()}
+    for key, row in table9_frame.iterrows():
+        out[f"loc.{key}.top1"] = round(float(row[LOC_TOP1]), 4)
+        out[f"loc.{key}.top5"] = round(float(row[LOC_TOP5]), 4)
+    for key, row in claims.iterrows():
+        for column, name in (("ours: err(X) - err(Y)", "diff"), ("CI low", "ci_low"), ("CI high", "ci_high")):
+            out[f"loc.claims.{key}.{name}"] = round(float(row[column]), 4)
+    return out

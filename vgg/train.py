@@ -155,8 +155,26 @@ def try_resume(path, fp, log):
 
 # ---------------------------------------------------------------- evaluation during training
 
+@dataclass(frozen=True)
+class Task:
+    """What a run learns: its summed loss over a batch, its per-item 0/1 hits (top-1, top-5) that the
+    curves and the plateau rule count, and the validation targets of dataset items at a scale."""
+    loss: object  # (outputs, targets) -> loss summed over the batch
+    hits: object  # (outputs, targets) -> (hit1, hit5), on validation
+    train_hits: object  # (outputs, targets) -> hit1, on training batches
+    val_targets: object  # (dataset, indices, scale px, crop) -> targets
+
+
+# §3.1: multinomial logistic regression; the tables' top-1 and top-5 classification accuracy.
+CLASSIFICATION = Task(
+    loss=lambda logits, labels: F.cross_entropy(logits.float(), labels, reduction="sum"),
+    hits=lambda logits, labels: correct_top_k(logits, labels, (1, 5)),
+    train_hits=lambda logits, labels: logits.argmax(1) == labels,
+    val_targets=lambda dataset, indices, scale, crop: dataset.labels[indices])
+
+
 @torch.no_grad()
-def validate(model, dataset, transform, crop, batch_size, device, rank, world, autocast):
+def validate(model, dataset, transform, crop, batch_size, device, rank, world, autocast, task=CLASSIFICATION):
     """Top-1 and top-5 accuracy (%) of centre crops: the plateau rule's signal."""
     model.eval()
     indices = list(range(len(dataset)))[rank::world]
@@ -164,10 +182,10 @@ def validate(model, dataset, transform, crop, batch_size, device, rank, world, a
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         images = torch.stack([centre_crop(transform(dataset.image(i)), crop) for i in chunk]).to(device)
-        labels = dataset.labels[chunk].to(device)
+        labels = task.val_targets(dataset, chunk, transform.scale, crop).to(device)
         with autocast():
             logits = model(images).float()
-        hit1, hit5 = correct_top_k(logits, labels, (1, 5))
+        hit1, hit5 = task.hits(logits, labels)
         correct1 += hit1.sum().item()
         correct5 += hit5.sum().item()
     c1, c5, n = all_reduce_sum([correct1, correct5, len(indices)], device, world)
@@ -195,6 +213,7 @@ class Context:
     autocast: object  # () -> context manager: bf16 autocast where native, else a no-op
     memory_format: torch.memory_format
     checkpoint: Path
+    task: Task = CLASSIFICATION
 
     @property
     def is_main(self):
@@ -252,7 +271,7 @@ def train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp
             logits = ddp(images)
             # Sum over the local shard / global batch x world: DDP's gradient average is
             # then exactly the gradient of the mean loss over the global batch.
-            loss = F.cross_entropy(logits.float(), labels, reduction="sum") * (world / global_size)
+            loss = ctx.task.loss(logits, labels) * (world / global_size)
         if not torch.isfinite(loss):
             raise StageError(f"{run}: non-finite loss at epoch {epoch + 1}, step {step + 1} "
                              f"(lr {progress.plateau['lr']:g}); last good checkpoint kept at {ctx.checkpoint}")
@@ -262,7 +281,7 @@ def train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp
         seen += len(labels)
         seen_here += len(labels)
         loss_sum += loss.item() * global_size / world
-        correct += (logits.argmax(1) == labels).sum().item()
+        correct += ctx.task.train_hits(logits.detach(), labels).sum().item()
         progress.step, progress.sums = step + 1, (seen, loss_sum, correct)
         if ctx.is_main:
             bar.set_postfix(img_s=f"{seen_here * world / (time.perf_counter() - t0):.0f}")
@@ -277,7 +296,7 @@ def end_epoch(ctx, model, val_set, val_transform, hp, progress, seen_here, secon
     seen, loss_sum, correct = progress.sums
     seen, correct, loss_sum, seen_here = all_reduce_sum([seen, correct, loss_sum, seen_here], ctx.device, ctx.world)
     val_top1, val_top5 = validate(model, val_set, val_transform, model.crop, hp.batch_size, ctx.device,
-                                  ctx.rank, ctx.world, ctx.autocast)
+                                  ctx.rank, ctx.world, ctx.autocast, ctx.task)
     entry = {"epoch": progress.epoch + 1, "lr": progress.plateau["lr"],
              "train_loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
              "val_top1": val_top1, "val_top5": val_top5,
@@ -291,7 +310,7 @@ def end_epoch(ctx, model, val_set, val_transform, hp, progress, seen_here, secon
 
 
 def train(model, train_set, val_set, val_transform, hp, run, fp, device,
-          rank=0, world=1, logger=None, log=print):
+          rank=0, world=1, logger=None, log=print, task=CLASSIFICATION):
     """Train `model` in place with the §3.1 recipe of the Schedule `hp`; return the per-epoch history.
 
     `train_set` yields augmented (image, label) for (index, seed) keys; `val_set` is an ImageSet.
@@ -302,7 +321,7 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
         raise StageError(f"train.batch_size: {hp.batch_size} does not split evenly over {world} processes")
     # channels_last also on CPU: oneDNN convolutions run 1.3-1.5x faster so (benchmarks/run.py).
     ctx = Context(device, rank, world, partial(mixed_precision, device, hp.bf16),
-                  torch.channels_last if hp.channels_last else torch.contiguous_format, checkpoint_path(run))
+                  torch.channels_last if hp.channels_last else torch.contiguous_format, checkpoint_path(run), task)
     model.to(device, memory_format=ctx.memory_format)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = make_optimizer(model, hp.lr, hp.momentum, hp.weight_decay)

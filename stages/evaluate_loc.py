@@ -1,0 +1,46 @@
+"""Stage `evaluate_loc`: Table 8 — the true class's box predicted on the centre crop at Q = S (App. A.2).
+
+Localisation error: the share of test images whose predicted box overlaps the true one by IoU <= 0.5.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from vgg import data, io, localisation, models, params
+from vgg.transforms import pixels
+
+
+@io.stage_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", required=True, type=Path, help="e.g. models/loc/PCR-all_256.pt")
+    parser.add_argument("--test", default="data/prepared/test.pt")
+    parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    loc = params.section(params.load_params(args.params), "localisation")
+    model, record = models.load_model(args.model)
+    if "regression" not in record:
+        raise io.StageError(f"{args.model}: not a localisation net (train_loc writes those)")
+    stats = io.read_json(args.mean_rgb, "mean RGB file")
+    test_set = data.load_split(args.test)
+    if "boxes" not in test_set.split:
+        raise io.StageError(f"{args.test}: no boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+    scale = record["train_scale"][0]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images, labels, true = test_set.split["images"], test_set.labels, test_set.split["boxes"]
+    boxes = localisation.centre_crop_boxes(model, images, labels, pixels(scale, model.crop), stats["mean"],
+                                           record["regression"], loc["batch_size"], device)
+    hits = localisation.iou_hits(boxes, true, loc["iou_threshold"])
+    io.atomic_save({"run": args.model.stem, "regression": record["regression"], "layers": record["layers"],
+                    "train_scale": record["train_scale"], "test_scale": scale, "boxes": boxes,
+                    "true_boxes": true, "labels": labels, "hits": hits}, args.out)
+    print(f"evaluate_loc: {args.model.stem}: localisation error {100 * (1 - hits.double().mean()):.2f}% "
+          f"(centre crop, Q={scale}, true class) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

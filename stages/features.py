@@ -1,0 +1,52 @@
+"""Stage `features`: App. B descriptors of one frozen net on one target set, at every Q, saved once.
+
+`--dataset scenes`: the multi-label set (seeded scenes of Fashion-MNIST test garments, or VOC-2007
+when transfer.scenes_dataset says so); `--dataset fewshot`: the few-shot set (plain Fashion-MNIST
+test images, or Caltech-101/256 class folders). Per Q the file holds each image's flip-averaged,
+pooled, L2-normalised fc7 descriptor; the `transfer` stage forms single-Q, averaged and stacked
+descriptors and D&E from them without running a net again.
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from vgg import io, models, params, transfer
+from vgg.transforms import pixels
+
+
+@io.stage_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--net-model", required=True, type=Path, help="e.g. models/D_256-512.pt")
+    parser.add_argument("--dataset", required=True, choices=transfer.TASKS)
+    parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
+    parser.add_argument("--out", required=True, type=Path, help="e.g. features/scenes/D.pt")
+    args = parser.parse_args(argv)
+
+    all_params = params.load_params(args.params)
+    settings = params.transfer_section(all_params)
+    model, record = models.load_model(args.net_model)
+    net, run = record["net"], args.net_model.stem
+    if settings["nets"].get(net) != run:
+        raise io.StageError(f"transfer.nets.{net}: {settings['nets'].get(net)!r}, but --net-model is {args.net_model}")
+    stats = io.read_json(args.mean_rgb, "mean RGB file")
+    fashion_mnist_root = params.section(all_params, "data")["root"]
+    images, labels, classes, splits, source = transfer.target_set(args.dataset, settings, fashion_mnist_root)
+
+    scales = [pixels(q, model.crop) for q in settings["scales"]]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    start = time.perf_counter()
+    per_scale = transfer.scale_descriptors(model, images, scales, stats["mean"], settings["batch_size"], device,
+                                           settings["bf16"])
+    seconds = time.perf_counter() - start
+    io.atomic_save(transfer.feature_record(net, run, args.dataset, source, settings["scales"], scales, per_scale,
+                                           labels, classes, splits), args.out)
+    print(f"features: {run} on {args.dataset} ({source}): {len(labels)} images x Q={settings['scales']} "
+          f"({scales} px) in {seconds:.1f} s on {device} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Stage `localise_dense`: Table 9 — dense localisation with greedy merging (App. A.2).
+
+For each row, the PCR net (all layers fine-tuned) and the classification net of the same S are
+applied densely at each test scale Q; their boxes, pooled over the row's scales (and, for the
+fusion row, over both nets), are merged greedily and ranked by the classification nets' class
+posteriors. Top-1 / top-5 localisation error: no guess among the first 1 / 5 has the true class
+and IoU > 0.5 with the true box.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from vgg import data, evaluate, io, localisation, models, params
+from vgg.transforms import pixels
+
+# Table 9's rows: (label, [(S of the nets, test scales Q)]); the last pools both nets' boxes.
+ROWS = (("256/256", [("256", (256,))]),
+        ("384/384", [("384", (384,))]),
+        ("384/352,384", [("384", (352, 384))]),
+        ("fusion 256/256 + 384/352,384", [("256", (256,)), ("384", (352, 384))]))
+
+
+@io.stage_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--loc", nargs=2, required=True, type=Path, help="PCR nets at S=256 and S=384")
+    parser.add_argument("--cls", nargs=2, required=True, type=Path, help="classification nets D at S=256 and 384")
+    parser.add_argument("--test", default="data/prepared/test.pt")
+    parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    all_params = params.load_params(args.params)
+    loc = params.section(all_params, "localisation")
+    settings = params.section(all_params, "evaluate")
+    stats = io.read_json(args.mean_rgb, "mean RGB file")
+    test_set = data.load_split(args.test)
+    if "boxes" not in test_set.split:
+        raise io.StageError(f"{args.test}: no boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    nets = {}
+    for s, loc_path, cls_path in zip(("256", "384"), args.loc, args.cls):
+        loc_model, record = models.load_model(loc_path)
+        if record.get("regression") is None:
+            raise io.StageError(f"{loc_path}: not a localisation net (train_loc writes those)")
+        nets[s] = (loc_model, record["regression"], models.load_model(cls_path)[0])
+    images, labels, true = test_set.split["images"], test_set.labels, test_set.split["boxes"]
+    crop = nets["256"][0].crop
+    candidates, posteriors = {}, {}
+    for s, (loc_model, regression, cls_model) in nets.items():
+        for q in sorted({q for _, parts in ROWS for net_s, qs in parts if net_s == s for q in qs}):
+            px = pixels(q, crop)
+            candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, images, px, stats["mean"],
+                                                              regression, loc["batch_size"], device)
+            # The classification net's posteriors at Q, as in Table 3 (dense, image and flip averaged).
+            posteriors[s, q] = evaluate.dense_evaluate(cls_model, test_set, px, stats["mean"],
+                                                       settings["batch_size"], device, 0, settings["bf16"])
+    rows = {}
+    for label, parts in ROWS:
+        keys = [(s, q) for s, qs in parts for q in qs]
+        posterior = torch.stack([posteriors[k] for k in keys]).mean(0)
+        classes, boxes = localisation.localise([candidates[k] for k in keys], posterior, loc["top_k"], loc["merge_iou"])
+        hits = {k: localisation.localisation_hits(classes, boxes, labels, true, loc["iou_threshold"], k) for k in (1, 5)}
+        rows[label] = {"classes": classes, "boxes": boxes, "top1": hits[1], "top5": hits[5]}
+        print(f"localise_dense: {label}: top-1 localisation error {100 * (1 - hits[1].double().mean()):.2f}%, "
+              f"top-5 {100 * (1 - hits[5].double().mean()):.2f}%")
+    io.atomic_save({"rows": rows, "labels": labels, "true_boxes": true}, args.out)
+
+
+if __name__ == "__main__":
+    main()

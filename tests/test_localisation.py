@@ -1,0 +1,153 @@
+"""Appendix A: boxes through the transforms, IoU, greedy merging, the SCR/PCR heads, dense localisation."""
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from vgg import localisation, models
+from vgg.localisation import boxes_from_crop, boxes_to_crop, greedy_merge, paired_iou
+from vgg.transforms import TrainTransform, rescaled_size
+
+MEAN = [0.0, 0.0, 0.0]
+
+
+def test_box_to_crop_and_back_round_trips_without_flip():
+    boxes = torch.tensor([[6.0, 4.0, 20.0, 25.0], [10.0, 10.0, 14.0, 18.0]])
+    sizes = torch.tensor([[48, 48], [48, 48]])
+    top, left = torch.tensor([5, 9]), torch.tensor([7, 3])
+    crop_boxes = boxes_to_crop(boxes, 28, 28, sizes, top, left, torch.tensor([False, False]), 28)
+    # x scaled by 48/28, shifted by left; y by top.
+    assert torch.allclose(crop_boxes[0], torch.tensor([6 * 48 / 28 - 7, 4 * 48 / 28 - 5, 20 * 48 / 28 - 7, 28.0],
+                                                      dtype=torch.float64))  # y1 clipped at the crop
+    back = boxes_from_crop(crop_boxes[1:], 28, 28, (48, 48), top[1], left[1])
+    assert torch.allclose(back, boxes[1:].double())
+
+
+def test_flip_mirrors_the_box_inside_the_crop():
+    box = torch.tensor([[2.0, 3.0, 10.0, 12.0]])
+    one = torch.tensor([[28, 28]])
+    plain = boxes_to_crop(box, 28, 28, one, torch.tensor([0]), torch.tensor([0]), torch.tensor([False]), 28)
+    flipped = boxes_to_crop(box, 28, 28, one, torch.tensor([0]), torch.tensor([0]), torch.tensor([True]), 28)
+    assert flipped.tolist() == [[28 - 10, 3, 28 - 2, 12]] and plain.tolist() == [[2, 3, 10, 12]]
+
+
+def bright_rectangle_split(n=8, seed=0):
+    """n 28 x 28 images, each black with one white rectangle: the rectangle is the object and its box."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 3, 28, 28, dtype=torch.uint8)
+    boxes = []
+    for i in range(n):
+        x0, y0 = torch.randint(0, 14, (2,), generator=g).tolist()
+        w, h = torch.randint(6, 14, (2,), generator=g).tolist()
+        images[i, :, y0:y0 + h, x0:x0 + w] = 255
+        boxes.append([x0, y0, x0 + w, y0 + h])
+    split = {"kind": "tensor", "images": images, "labels": torch.arange(n) % 3, "boxes": torch.tensor(boxes),
+             "classes": ["a", "b", "c"]}
+    return split
+
+
+def test_training_targets_follow_the_crop_flip_and_rescale_of_the_image():
+    from vgg.data import ImageSet
+    split = bright_rectangle_split()
+    transform = TrainTransform(28, 32, 48, MEAN, [0.0, 0.0, 0.0], torch.eye(3).tolist(), 0.0, True)
+    dataset = localisation.BoxTargets(ImageSet(split), transform)
+    items = dataset.__getitems__([(i, 1000 + i) for i in range(len(split["labels"]))])
+    checked = 0
+    for (image, target), label in zip(items, split["labels"]):
+        assert int(target[0]) == int(label)
+        mask = image.mean(0) > 127.5
+        if target[3] * target[4] == 0:  # the crop missed the object: clipped to an empty box
+            assert not mask.any()
+            continue
+        checked += 1
+        # The true box, in the crop, is where the bright pixels ended up (bilinear edges: within 1 px).
+        ys, xs = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        seen = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float64)
+        x0, y0, x1, y1 = localisation.box_convert(target[1:][None].double() * 28, "cxcywh", "xyxy")[0]
+        assert torch.allclose(torch.stack([x0, y0, x1, y1]), seen, atol=1.0), (target, seen)
+    assert checked >= len(items) // 2
+
+
+def test_paired_iou_matches_torchvision_and_hand_values():
+    a = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 9]])
+    b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]])
+    assert paired_iou(a, b).tolist() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
+    assert torch.allclose(paired_iou(a[:3], b[:3]), box_iou(a[:3], b[:3]).diagonal())
+
+
+def test_greedy_merge_averages_close_boxes_and_keeps_far_ones_apart():
+    boxes = [[0, 0, 10, 10], [1, 1, 11, 11], [40, 40, 50, 50]]
+    merged, scores = greedy_merge(boxes, [0.2, 0.3, 0.4], merge_iou=0.5)
+    assert len(merged) == 2
+    assert np.allclose(merged[0], [0.5, 0.5, 10.5, 10.5]) and scores[0] == pytest.approx(0.5)  # best first
+    assert np.allclose(merged[1], [40, 40, 50, 50]) and scores[1] == pytest.approx(0.4)
+    far, _ = greedy_merge([[0, 0, 10, 10], [20, 0, 30, 10]], [1, 1], merge_iou=0.5)
+    assert len(far) == 2
+    # A merged box counts its members: a third close box moves the mean by a third, not a half.
+    three, s3 = greedy_merge([[0, 0, 10, 10], [0, 0, 10, 10], [3, 0, 13, 10]], [1, 1, 1], merge_iou=0.5)
+    assert np.allclose(three[0], [1, 0, 11, 10]) and s3[0] == 3
+
+
+@pytest.mark.parametrize("regression, outputs", [("SCR", 4), ("PCR", 40)])
+def test_scr_and_pcr_heads(regression, outputs):
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=10, crop=28)
+    loc = localisation.localisation_net(net, regression, 10, 0.01, torch.Generator().manual_seed(0))
+    assert loc.classifier[6].out_features == outputs
+    assert loc(torch.zeros(2, 3, 28, 28)).shape == (2, outputs)
+    # Every layer but the last is the classification net's.
+    assert torch.equal(loc.classifier[3].weight, net.classifier[3].weight)
+    assert torch.equal(loc.features[0].weight, net.features[0].weight)
+    localisation.freeze_for(loc, "fc")
+    loss = localisation.box_loss(loc(torch.randn(2, 3, 28, 28)), torch.tensor([[3, .5, .5, .2, .2]] * 2), regression)
+    loss.backward()
+    assert loc.features[0].weight.grad is None and loc.classifier[0].weight.grad is not None
+
+
+def test_pcr_selects_the_true_class_box():
+    outputs = torch.arange(2 * 12, dtype=torch.float32).view(2, 12)  # 3 classes x 4
+    boxes = localisation.class_boxes(outputs, torch.tensor([2, 0]), "PCR")
+    assert boxes.tolist() == [[8, 9, 10, 11], [12, 13, 14, 15]]
+
+
+def test_dense_localisation_equals_the_centre_crop_at_q_equal_crop():
+    torch.manual_seed(0)
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
+    loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
+    split = bright_rectangle_split(4)
+    images = split["images"]
+    boxes, scores = localisation.dense_predictions(loc, net.eval(), images, 28, MEAN, "PCR", 2, "cpu")
+    assert boxes.shape == (4, 1, 3, 4) and scores.shape == (4, 1, 3)
+    for c in range(3):
+        crop = localisation.centre_crop_boxes(loc, images, torch.full((4,), c), 28, MEAN, "PCR", 2, "cpu")
+        assert torch.allclose(boxes[:, 0, c], crop, atol=1e-4)
+    assert torch.allclose(scores.sum(-1), torch.ones(4, 1))
+
+
+def test_dense_boxes_sit_at_their_window_of_a_larger_image():
+    # Q = 36 px, stride 4 (crop 28 keeps 2 pools): a 3 x 3 map of windows 4 px apart; a net whose
+    # box output is constant (zero weights, bias = box) must give the same box shifted by each window.
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
+    loc = localisation.localisation_net(net, "SCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
+    with torch.no_grad():
+        loc.classifier[6].weight.zero_()
+        loc.classifier[6].bias.copy_(torch.tensor([0.5, 0.5, 0.25, 0.5]))  # centre of the window
+    images = torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
+    boxes, _ = localisation.dense_predictions(loc, net.eval(), images, 36, MEAN, "SCR", 1, "cpu")
+    assert boxes.shape == (1, 9, 3, 4)
+    scale = 28 / 36  # back to the 28-px image
+    for cell in range(9):
+        i, j = divmod(cell, 3)
+        x0, y0 = j * 4 + 14 - 3.5, i * 4 + 14 - 7
+        expected = torch.tensor([x0, y0, x0 + 7, y0 + 14]) * scale
+        assert torch.allclose(boxes[0, cell, 0], expected, atol=1e-4)
+
+
+def test_localisation_hits_need_the_right_class_and_overlap():
+    true = torch.tensor([[0.0, 0, 10, 10]] * 3)
+    labels = torch.tensor([1, 1, 1])
+    classes = torch.tensor([[1, 0], [0, 1], [0, 2]])
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10]],
+                          [[0.0, 0, 10, 10], [0, 0, 9, 9]],
+                          [[0.0, 0, 10, 10], [0, 0, 10, 10]]])
+    assert localisation.localisation_hits(classes, boxes, labels, true, 0.5, 1).tolist() == [1, 0, 0]
+    assert localisation.localisation_hits(classes, boxes, labels, true, 0.5, 2).tolist() == [1, 1, 0]

@@ -1,0 +1,385 @@
+"""Appendix B (very deep features): descriptors, the scene and few-shot analogues, the SVMs, the
+full-scale readers, the bootstrap, and the features and transfer stages end to end."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from sklearn.metrics import average_precision_score, balanced_accuracy_score
+
+import stages.features
+import stages.transfer
+from conftest import ROOT, write_params
+from vgg import io, models, paper, params, report, stats, tables, transfer
+from vgg.data import ImageSet
+from vgg.io import StageError
+from vgg.transforms import rescale
+
+CROP = 28
+MEAN = [120.0, 110.0, 100.0]
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def tiny_model(net="D", seed=0, width=1 / 16):
+    torch.manual_seed(seed)
+    model = models.build_model(net, width=width, fc_width=32, num_classes=10, crop=CROP)
+    return models.initialise(model, "glorot").eval()
+
+
+def random_images(n, height, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8, generator=g)
+
+
+def fc7(model, x):
+    """fc7 after its ReLU from the net's own FC layers on crop-sized inputs (the reference)."""
+    with torch.no_grad():
+        return model.classifier[:5](torch.flatten(model.features(x), 1))
+
+
+# ---------------------------------------------------------------- descriptors
+
+def test_dense_descriptor_at_q_equal_to_the_crop_is_the_centre_crops_fc7_flip_averaged():
+    # At Q = crop a square image rescaled to Q *is* its centre crop: the dense fc7 map has one cell.
+    model, images = tiny_model(), random_images(3, 40, 40)
+    got = transfer.describe(model, images, [CROP], MEAN, batch_size=8, device="cpu")
+    x = rescale(images, CROP) - torch.tensor(MEAN)[:, None, None]
+    expected = F.normalize((fc7(model, x) + fc7(model, x.flip(-1))) / 2, dim=1)
+    assert got.dtype == torch.float32 and got.shape == (3, 32)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert model.forward_fc7_dense(x).shape[-2:] == (1, 1)
+
+
+def test_forward_dense_is_fc8_on_the_fc7_map():
+    model, x = tiny_model(), torch.randn(2, 3, 48, 48)
+    fc8 = model.classifier[6]
+    with torch.no_grad():
+        expected = F.conv2d(model.forward_fc7_dense(x), fc8.weight[:, :, None, None], fc8.bias)
+        torch.testing.assert_close(model.forward_dense(x), expected)
+
+
+def test_descriptor_averages_the_pooled_fc7_of_the_image_and_its_flip():
+    # Q = 48 px: a 6 x 6 fc7 map, global-average-pooled, then the flip's pooled map averaged in.
+    model, images = tiny_model(), random_images(2, 36, 36, seed=1)
+    x = rescale(images, 48) - torch.tensor(MEAN)[:, None, None]
+    with torch.no_grad():
+        pooled, pooled_flip = (model.forward_fc7_dense(v).mean((2, 3)) for v in (x, x.flip(-1)))
+    got = transfer.scale_descriptors(model, images, [48], MEAN, batch_size=8, device="cpu")[0]
+    torch.testing.assert_close(got, F.normalize((pooled + pooled_flip) / 2, dim=1), rtol=1e-5, atol=1e-6)
+    flipped = transfer.scale_descriptors(model, images.flip(-1), [48], MEAN, batch_size=8, device="cpu")[0]
+    torch.testing.assert_close(flipped, got, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(F.normalize(pooled, dim=1), got, atol=1e-3)  # the flip does change it
+
+
+def test_every_descriptor_has_unit_norm_and_aggregation_follows_app_b():
+    model = tiny_model()
+    per_scale = transfer.scale_descriptors(model, random_images(5, 30, 42), [28, 36, 48], MEAN, 4, "cpu")
+    assert per_scale.shape == (3, 5, 32)
+    average = transfer.aggregate_scales(per_scale, "average")
+    stack = transfer.aggregate_scales(per_scale, "stack")
+    both = transfer.concat_descriptors(average, stack)
+    for d in (per_scale.reshape(15, 32), average, stack, both):
+        torch.testing.assert_close(d.norm(dim=1), torch.ones(len(d)))
+    torch.testing.assert_close(average, F.normalize(per_scale.mean(0), dim=1))
+    # Stacking: the per-scale descriptors side by side (each of norm 1, so scaled by 1/sqrt(3)).
+    torch.testing.assert_close(stack, torch.cat(list(per_scale), dim=1) / 3 ** 0.5)
+    torch.testing.assert_close(both[:, :32] * 2 ** 0.5, average)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        transfer.aggregate_scales(per_scale, "max")
+
+
+def test_files_of_several_sizes_give_the_descriptors_of_each_image_alone(tmp_path):
+    sizes = [(30, 40), (40, 30), (30, 40), (28, 28), (30, 40)]
+    images = [random_images(1, h, w, seed=i)[0] for i, (h, w) in enumerate(sizes)]
+    for i, image in enumerate(images):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / f"{i}.png")
+    dataset = ImageSet({"kind": "files", "root": str(tmp_path), "paths": [f"{i}.png" for i in range(5)],
+                        "labels": torch.zeros(5, 3, dtype=torch.uint8), "classes": ["a", "b", "c"]})
+    model = tiny_model()
+    got = transfer.scale_descriptors(model, dataset, [28, 36], MEAN, batch_size=4, device="cpu")
+    alone = torch.cat([transfer.scale_descriptors(model, image[None], [28, 36], MEAN, 4, "cpu") for image in images], 1)
+    torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- scenes
+
+def solid_garments(n=30, classes=10):
+    """Source images that are solid squares of distinct grey levels 10 + i, label i mod `classes`:
+    every pixel of a scene names the garment it shows."""
+    images = (10 + torch.arange(n, dtype=torch.uint8))[:, None, None, None].expand(n, 3, 28, 28).contiguous()
+    return images, torch.arange(n) % classes
+
+
+def test_scene_labels_are_the_classes_of_the_garments_placed():
+    images, labels = solid_garments()
+    scenes, multi_hot = transfer.make_scenes(images, labels, 60, canvas=56, objects_per_scene=(1, 4),
+                                             object_scale=(0.5, 1.0), seed=3)
+    assert scenes.shape == (60, 3, 56, 56) and scenes.dtype == torch.uint8
+    assert multi_hot.shape == (60, 10) and multi_hot.dtype == torch.uint8
+    counts = []
+    for scene, target in zip(scenes, multi_hot):
+        values = scene[0].unique()
+        sources = (values[values > 0] - 10).long()
+        counts.append(len(sources))
+        expected = torch.zeros(10, dtype=torch.uint8)
+        expected[labels[sources]] = 1
+        assert torch.equal(target, expected)
+        for v in values[values > 0]:
+            ys, xs = (scene[0] == v).nonzero().unbind(1)
+            box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            # A garment (a square) keeps at least half its pixels: at least half its visible box.
+            assert len(ys) >= transfer.MIN_VISIBLE * box
+    assert min(counts) >= 1 and max(counts) <= 4 and len(set(counts)) > 1
+
+
+def test_scenes_are_deterministic_for_a_seed_and_differ_across_seeds():
+    images, labels = solid_garments()
+    a = transfer.make_scenes(images, labels, 20, seed=0)
+    b = transfer.make_scenes(images, labels, 20, seed=0)
+    c = transfer.make_scenes(images, labels, 20, seed=1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_scene_splits_draw_their_garments_from_disjoint_source_images():
+    images, labels = solid_garments(n=60)
+    splits = transfer.scene_splits(images, labels, {"train": 30, "val": 10, "test": 30}, 56, (1, 4), (0.5, 1.0), 0)
+    assert [len(splits[s][0]) for s in transfer.SCENE_SPLITS] == [30, 10, 30]
+    used = {s: set(splits[s][0][:, 0].unique().tolist()) - {0} for s in transfer.SCENE_SPLITS}
+    assert not used["train"] & used["test"] and not used["train"] & used["val"] and not used["val"] & used["test"]
+
+
+# ---------------------------------------------------------------- SVMs and metrics
+
+def test_fast_map_equals_scikit_learns_average_precision_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (200, 6))
+    y[:, 5] = 0  # no positives: left out of the mean
+    scores = np.round(rng.normal(size=(200, 6)) + y, 1)  # many tied scores
+    expected = np.mean([100 * average_precision_score(y[:, c], scores[:, c]) for c in range(5)])
+    mean_ap, aps = transfer.mean_average_precision(y, scores)
+    assert mean_ap == pytest.approx(expected) and np.isnan(aps[5])
+    assert transfer.fast_mean_average_precision(y, scores) == pytest.approx(expected, abs=1e-10)
+
+
+def test_mean_class_recall_is_balanced_accuracy():
+    rng = np.random.default_rng(1)
+    y, pred = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
+    assert transfer.mean_class_recall(y, pred) == pytest.approx(100 * balanced_accuracy_score(y, pred))
+
+
+def separable(n, classes, dim=16, seed=0, multi_label=True):
+    """Descriptors that are the (multi-hot or one-hot) label embedded in `dim` dimensions, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (n, classes)) if multi_label else rng.integers(0, classes, n)
+    hot = y if multi_label else np.eye(classes)[y]
+    x = np.concatenate([hot, np.zeros((n, dim - classes))], 1) + 0.05 * rng.normal(size=(n, dim))
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y
+
+
+def test_svms_on_a_separable_multi_label_set_give_map_100():
+    x, y = separable(120, 4)
+    svms, C = transfer.train_svms(x[:60], y[:60], x[60:80], y[60:80], [0.01, 1.0, 10.0], seed=0)
+    assert C in (0.01, 1.0, 10.0)
+    assert transfer.mean_average_precision(y[80:], svms.decision_function(x[80:]))[0] == pytest.approx(100.0)
+
+
+def test_few_shot_splits_have_n_per_class_and_disjoint_train_and_test():
+    labels = np.repeat(np.arange(4), [12, 15, 11, 20])
+    splits = transfer.few_shot_splits(labels, per_class=5, splits=3, seed=0)
+    assert len(splits) == 3
+    for train, test in splits:
+        assert np.array_equal(np.bincount(labels[train]), [5, 5, 5, 5])
+        assert not set(train) & set(test) and len(train) + len(test) == len(labels)
+    assert not np.array_equal(splits[0][0], splits[1][0])
+    again = transfer.few_shot_splits(labels, per_class=5, splits=3, seed=0)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(splits, again))
+    with pytest.raises(StageError, match="transfer.fewshot_per_class"):
+        transfer.few_shot_splits(labels, per_class=11, splits=1, seed=0)
+
+
+def test_few_shot_svm_on_a_separable_set_recalls_every_class():
+    x, y = separable(80, 4, multi_label=False)
+    train, test = transfer.few_shot_splits(y, per_class=6, splits=1, seed=0)[0]
+    svm, C = transfer.train_few_shot(x[train], y[train], [0.1, 1.0], folds=3, seed=0)
+    assert C in (0.1, 1.0)
+    assert transfer.mean_class_recall(y[test], svm.predict(x[test])) == 100.0
+
+
+# ---------------------------------------------------------------- full-scale readers
+
+def write_voc(root, annotations, sets):
+    """A VOCdevkit/VOC2007 tree: annotations {id: [(class, difficult)]}, sets {name: [ids]}."""
+    voc = root / "VOCdevkit" / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    for i, (image_id, objects) in enumerate(annotations.items()):
+        pixels = np.random.default_rng(i).integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(voc / "JPEGImages" / f"{image_id}.jpg")
+        xml = "".join(f"<object><name>{name}</name><difficult>{int(d)}</difficult></object>" for name, d in objects)
+        (voc / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename>{xml}</annotation>")
+    for name, ids in sets.items():
+        (voc / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return voc
+
+
+def test_voc2007_reader_gives_multi_hot_labels_difficult_objects_included(tmp_path):
+    voc = write_voc(tmp_path, {"000005": [("chair", False), ("chair", True), ("person", False)],
+                               "000007": [("car", False)], "000009": [("dog", True)]},
+                    {"train": ["000005"], "val": ["000007"], "test": ["000009"]})
+    for root in (tmp_path, tmp_path / "VOCdevkit", voc):
+        found, sets = transfer.read_voc2007(root)
+        assert found == voc
+    paths, labels = sets["train"]
+    assert paths == ["JPEGImages/000005.jpg"] and labels.shape == (1, 20)
+    assert [transfer.VOC_CLASSES[c] for c in labels[0].nonzero().flatten()] == ["chair", "person"]
+    assert [transfer.VOC_CLASSES[c] for c in sets["test"][1][0].nonzero().flatten()] == ["dog"]
+    image = ImageSet({"kind": "files", "root": str(voc), "paths": paths, "labels": labels, "classes": []}).image(0)
+    assert image.shape == (3, 20, 30)
+
+
+def test_voc2007_reader_names_the_bad_file(tmp_path):
+    voc = write_voc(tmp_path, {"000001": [("unicorn", False)]}, {"train": ["000001"], "val": [], "test": []})
+    with pytest.raises(StageError, match=r"000001.xml: unknown VOC class 'unicorn'"):
+        transfer.read_voc2007(tmp_path)
+    (voc / "ImageSets" / "Main" / "test.txt").unlink()
+    with pytest.raises(StageError, match="test.txt: image set not found"):
+        transfer.read_voc2007(tmp_path, ["test"])
+    with pytest.raises(StageError, match="no VOC2007 directory"):
+        transfer.read_voc2007(tmp_path / "elsewhere")
+
+
+def test_class_folder_reader_skips_the_background_classes(tmp_path):
+    for name, count in (("ant", 2), ("bee", 3), ("BACKGROUND_Google", 2), ("257.clutter", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.jpg")
+    (tmp_path / "ant" / "notes.txt").write_text("not an image")
+    paths, labels, classes = transfer.read_class_folders(tmp_path)
+    assert classes == ["ant", "bee"]
+    assert paths == ["ant/0.jpg", "ant/1.jpg", "bee/0.jpg", "bee/1.jpg", "bee/2.jpg"]
+    assert labels.tolist() == [0, 0, 1, 1, 1]
+    assert transfer.read_class_folders(tmp_path, exclude=())[2] == ["257.clutter", "BACKGROUND_Google", "ant", "bee"]
+    (tmp_path / "cow").mkdir()
+    with pytest.raises(StageError, match="cow: empty class"):
+        transfer.read_class_folders(tmp_path)
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_bootstrap_of_a_non_decomposable_metric_contains_its_point_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (150, 4))
+    a = rng.normal(size=(150, 4)) + 0.5 * y
+    b = a + 1.0 * y * rng.random((150, 4))  # b ranks the positives higher: better
+    diff, low, high = stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, b, 300, 0, 0.95)
+    assert diff == pytest.approx(transfer.fast_mean_average_precision(y, b) - transfer.fast_mean_average_precision(y, a))
+    assert low < diff < high and low > 0
+    assert stats.verdict(low, high) == "reproduced"
+    assert stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, b, 300, 0, 0.95) == (diff, low, high)
+    same = stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, a, 50, 0, 0.95)
+    assert same == (0.0, 0.0, 0.0)
+
+
+def test_split_recall_scores_each_image_only_in_the_splits_it_tests():
+    y = np.array([0, 0, 1, 1])
+    splits = [(np.array([0, 2]), np.array([1, 3])), (np.array([1, 3]), np.array([0, 2]))]
+    table = transfer.split_table(4, splits, [np.array([0, 0]), np.array([0, 1])])
+    assert table.tolist() == [[-1, 0], [0, -1], [-1, 1], [0, -1]]
+    assert transfer.split_recalls(y, table) == [50.0, 100.0]
+    assert transfer.mean_split_recall(y, table) == 75.0
+
+
+# ---------------------------------------------------------------- params
+
+def test_transfer_params_validate_and_name_the_bad_key():
+    repo = params.load_params(ROOT / "params.yaml")
+    assert params.transfer_section(repo) == repo["transfer"]
+    repo["transfer"]["single_scale"] = 300
+    with pytest.raises(StageError, match=r"^transfer.single_scale: 300 is not one of transfer.scales"):
+        params.transfer_section(repo)
+    repo["transfer"]["objects"] = [0, 4]
+    with pytest.raises(StageError, match=r"^transfer.objects: \[0, 4\] must be"):
+        params.transfer_section(repo)
+
+
+# ---------------------------------------------------------------- the stages, end to end
+
+def tiny_transfer_params(tmp_path):
+    all_params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    all_params["data"]["root"] = FASHION_MNIST
+    all_params["transfer"].update(train=40, val=20, test=40, fewshot_limit=100, fewshot_per_class=4,
+                                  fewshot_splits=2, fewshot_cv_folds=2, svm_C=[0.1, 10], batch_size=64, bf16=False)
+    return write_params(tmp_path / "params.yaml", all_params)
+
+
+def save_tiny_model(path, net):
+    kwargs = {"width": 0.125, "fc_width": 32, "num_classes": 10, "crop": CROP}
+    model = models.initialise(models.build_model(net, **kwargs), "glorot", generator=torch.Generator().manual_seed(0))
+    io.atomic_save(models.model_record(model, kwargs, train_scale=(256, 512)), path)
+
+
+def test_features_and_transfer_stages_end_to_end(tmp_path):
+    params_path = tiny_transfer_params(tmp_path)
+    (tmp_path / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
+    for net in ("D", "E"):
+        save_tiny_model(tmp_path / "models" / f"{net}_256-512.pt", net)
+        for dataset in transfer.TASKS:
+            stages.features.main(["--params", str(params_path), "--net-model", str(tmp_path / "models" / f"{net}_256-512.pt"),
+                                  "--dataset", dataset, "--mean-rgb", str(tmp_path / "mean_rgb.json"),
+                                  "--out", str(tmp_path / "features" / dataset / f"{net}.pt")])
+    scenes = transfer.load_features(tmp_path / "features" / "scenes" / "D.pt", "scenes")
+    assert scenes["scales"] == [256, 384, 512] and scenes["pixels"] == [32, 48, 64]
+    assert scenes["descriptors"][384].shape == (100, 32) and scenes["labels"].shape == (100, 10)
+    assert [len(scenes["splits"][s]) for s in transfer.SCENE_SPLITS] == [40, 20, 40]
+    preds = {}
+    for task in transfer.TASKS:
+        stages.transfer.main(["--params", str(params_path), "--task", task,
+                              "--features", str(tmp_path / "features" / task / "D.pt"),
+                              str(tmp_path / "features" / task / "E.pt"),
+                              "--out", str(tmp_path / "metrics" / f"transfer_{task}.json"),
+                              "--preds", str(tmp_path / "preds" / f"{task}.pt")])
+        preds[task] = io.load(tmp_path / "preds" / f"{task}.pt")
+    metrics = {**json.loads((tmp_path / "metrics" / "transfer_scenes.json").read_text()),
+               **json.loads((tmp_path / "metrics" / "transfer_fewshot.json").read_text())}
+    for net in ("D", "E", "DE"):
+        for variant in transfer.VARIANTS:
+            assert 0 <= metrics[f"scenes.{net}.{variant}.map"] <= 100
+            assert 0 <= metrics[f"fewshot.{net}.{variant}.recall"] <= 100
+            assert metrics[f"fewshot.{net}.{variant}.recall_std"] >= 0
+    assert preds["scenes"]["scores"]["DE.stack"].shape == (40, 10)
+    assert preds["fewshot"]["predictions"]["D.stack"].shape == (100, 2)
+    assert (preds["fewshot"]["predictions"]["D.stack"] >= 0).sum() == 2 * (100 - 40)
+
+    paper_rows = paper.transfer_rows()
+    t11 = tables.table11(metrics, paper_rows, [256, 384, 512], 384)
+    assert t11.loc["table11.DE.average", tables.OURS_MAP] == metrics["scenes.DE.average.map"]
+    assert t11.loc["table11.DE.average", "VOC-2007 mAP (paper)"] == 89.7
+    assert t11.loc["table11.D.stack", "Caltech-101 recall (paper)"] == 91.8
+    assert pd.isna(t11.loc["table11.D.single", "VOC-2007 mAP (paper)"])
+    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], paper_rows, 50, 0, 0.95)
+    assert list(claims.index) == [key for key, *_ in tables.TRANSFER_CLAIMS]
+    assert set(claims["verdict"]) <= set(stats.VERDICTS)
+    assert claims.loc["transfer_DE_beats_best_net", "paper: X - Y"] == pytest.approx(0.4)
+    assert (claims["CI low"] <= claims["ours: X - Y"] + 1e-9).all()
+    page = report.table11_page(t11, claims, 0.95, 50, {"scenes": "s", "fewshot": "f"})
+    assert page.startswith("# Table 11") and "Chatfield" in page and "transfer_stack_beats_average_D" in page
+    assert set(tables.transfer_metrics(claims)) == {f"claims.{k}.{m}" for k in claims.index
+                                                     for m in ("diff", "ci_low", "ci_high")}
+
+
+def test_features_stage_refuses_a_model_other_than_the_params_name(tmp_path, capsys):
+    params_path = tiny_transfer_params(tmp_path)
+    save_tiny_model(tmp_path / "D_384.pt", "D")
+    with pytest.raises(SystemExit) as exit_info:
+        stages.features.main(["--params", str(params_path), "--net-model", str(tmp_path / "D_384.pt"),
+                              "--dataset", "scenes", "--out", str(tmp_path / "f.pt")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: transfer.nets.D: 'D_256-512', but --net-model is")
+    assert not (tmp_path / "f.pt").exists()

@@ -1,0 +1,283 @@
+"""Appendix A: object localisation with the very deep nets.
+
+A localisation net is net D whose last FC layer predicts a bounding box instead of class scores
+(App. A.1): 4 numbers (centre x, centre y, width, height, as fractions of the crop) shared by all
+classes (single-class regression, SCR) or 4 per class (per-class regression, PCR). It starts
+from the classification net trained at the same S and is trained with a Euclidean loss on the box
+of the ground-truth class, fine-tuning all layers or only fc6-fc8 (as OverFeat does).
+
+Testing (App. A.2): Table 8 scores the ground-truth class's box predicted on the centre crop;
+Table 9 applies the net densely to the whole image (FC layers as convolutions, one box per
+location and class), merges close boxes greedily (OverFeat) and ranks them by the classification
+net's class scores. Boxes are (x0, y0, x1, y1) pixels unless named `cxcywh`.
+"""
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+from torchvision.ops import box_convert
+
+from .evaluate import centre_on_pooling_grid
+from .transforms import rescaled_size
+
+REGRESSIONS = ("SCR", "PCR")
+LAYERS = ("fc", "all")
+
+
+# ---------------------------------------------------------------- nets (App. A.1)
+
+def localisation_net(classifier, regression, num_classes, std, generator):
+    """A copy of a trained classification VGG whose last FC layer regresses boxes: 4 outputs (SCR)
+    or 4 per class (PCR), drawn from N(0, std) with zero bias; every other weight is kept."""
+    if regression not in REGRESSIONS:
+        raise ValueError(f"regression {regression!r} (choose {', '.join(REGRESSIONS)})")
+    model = copy.deepcopy(classifier)
+    fc8 = model.classifier[6]
+    outputs = 4 if regression == "SCR" else 4 * num_classes
+    model.classifier[6] = nn.Linear(fc8.in_features, outputs)
+    with torch.no_grad():
+        model.classifier[6].weight.normal_(0, std, generator=generator)
+        model.classifier[6].bias.zero_()
+    return model
+
+
+def freeze_for(model, layers):
+    """`fc`: only fc6, fc7 and the box layer learn (OverFeat's choice); `all`: every layer does."""
+    if layers not in LAYERS:
+        raise ValueError(f"layers {layers!r} (choose {', '.join(LAYERS)})")
+    for p in model.features.parameters():
+        p.requires_grad_(layers == "all")
+    return model
+
+
+def class_boxes(outputs, classes, regression):
+    """The predicted box (N x 4 cxcywh) of each item's class: the one box for SCR, the class's for PCR."""
+    if regression == "SCR":
+        return outputs
+    return outputs.view(len(outputs), -1, 4)[torch.arange(len(outputs)), classes]
+
+
+def box_loss(outputs, targets, regression):
+    """§A.1: Euclidean loss between predicted and true box parameters, summed over the batch.
+    `targets` rows: class, cx, cy, w, h (fractions of the crop)."""
+    pred = class_boxes(outputs.float(), targets[:, 0].long(), regression)
+    return ((pred - targets[:, 1:]) ** 2).sum()
+
+
+def box_hits(outputs, targets, regression, threshold):
+    """Per item 1 where the true class's box overlaps the true box by IoU > `threshold` (§A.2), else 0;
+    returned twice (top-1 and top-5 slots of the training loop: one box per crop)."""
+    pred = box_convert(class_boxes(outputs.float(), targets[:, 0].long(), regression), "cxcywh", "xyxy")
+    true = box_convert(targets[:, 1:].float(), "cxcywh", "xyxy")
+    hit = (paired_iou(pred, true) > threshold).long()
+    return hit, hit
+
+
+def paired_iou(a, b):
+    """IoU of a[i] with b[i] (N x 4 each, xyxy); 0 where a box is empty or inverted."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(1)
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+# ---------------------------------------------------------------- boxes through the transforms
+
+def boxes_to_crop(boxes, height, width, sizes, top, left, flip, crop):
+    """Boxes of H x W images (N x 4 xyxy px) in the coordinates of their crops: each image rescaled
+    to its (h, w) in `sizes` (N x 2), cropped at (top, left), flipped where `flip`; clipped to the crop."""
+    boxes = boxes.double()
+    sy, sx = sizes[:, 0].double() / height, sizes[:, 1].double() / width
+    x0, y0, x1, y1 = boxes.unbind(1)
+    x0, x1 = x0 * sx - left, x1 * sx - left
+    y0, y1 = y0 * sy - top, y1 * sy - top
+    x0, x1 = torch.where(flip, crop - x1, x0), torch.where(flip, crop - x0, x1)
+    return torch.stack([x0, y0, x1, y1], 1).clamp(0, crop)
+
+
+def boxes_from_crop(boxes, height, width, size, top, left):
+    """The inverse for unflipped crops: crop-coordinate boxes back to the H x W image."""
+    h, w = size
+    boxes = boxes.double()
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + left) * width / w, (y0 + top) * height / h,
+                        (x1 + left) * width / w, (y1 + top) * height / h], -1)
+
+
+def centre_crop_offsets(height, width, scale, crop):
+    """(rescaled (h, w), top, left) of the centre crop of an H x W image rescaled to `scale` px."""
+    h, w = rescaled_size(height, width, scale)
+    return (h, w), (h - crop) // 2, (w - crop) // 2
+
+
+def centre_crop_targets(dataset, indices, scale, crop):
+    """Rows (class, cx, cy, w, h as fractions of the crop) of the true boxes in the centre crops at
+    `scale` px: the validation targets of a localisation run."""
+    boxes = dataset.split["boxes"][indices]
+    height, width = dataset.image(indices[0]).shape[-2:]  # a tensor split: one image size
+    (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
+    n = len(indices)
+    crop_boxes = boxes_to_crop(boxes, height, width, torch.tensor([[h, w]] * n), top, left,
+                               torch.zeros(n, dtype=torch.bool), crop)
+    return targets_of(dataset.labels[indices], crop_boxes, crop)
+
+
+def targets_of(labels, crop_boxes, crop):
+    return torch.cat([labels.double()[:, None], box_convert(crop_boxes / crop, "xyxy", "cxcywh")], 1).float()
+
+
+class BoxTargets(Dataset):
+    """Training crops (the classification augmentation of §3.1: rescale to S, random crop, flip,
+    colour shift) with the ground-truth box carried through the same rescale, crop and flip.
+    Keys are (index, seed) pairs as for `vgg.data.Transformed`."""
+
+    def __init__(self, base, transform):
+        if base.split["kind"] != "tensor" or "boxes" not in base.split:
+            raise ValueError("localisation needs a split with boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+        self.base, self.transform = base, transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitems__(self, keys):
+        indices = [index for index, _ in keys]
+        seeds = [seed for _, seed in keys]
+        images = self.base.split["images"][indices]
+        height, width = images.shape[-2:]
+        out = self.transform.batch(images, seeds)
+        scale, top, left, flip, _ = self.transform.draws(seeds, height, width)  # the same draws
+        sizes = self.transform.rescaled_sizes(height, width)[scale - self.transform.scale_min]
+        crop = self.transform.crop
+        boxes = boxes_to_crop(self.base.split["boxes"][indices], height, width, sizes, top, left, flip, crop)
+        return list(zip(out.unbind(0), targets_of(self.base.labels[indices], boxes, crop).unbind(0)))
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+
+# ---------------------------------------------------------------- testing (App. A.2)
+
+@torch.no_grad()
+def centre_crop_boxes(model, images, labels, scale, mean, regression, batch_size, device):
+    """Table 8: the true class's box predicted on the centre crop at `scale` px, in image pixels."""
+    model.eval().to(device)
+    height, width = images.shape[-2:]
+    crop = model.crop
+    (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
+    from .transforms import TestTransform, centre_crop
+    transform = TestTransform(scale, mean)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = centre_crop(transform(images[start:start + batch_size]), crop).to(device)
+        pred = class_boxes(model(x).float().cpu(), labels[start:start + batch_size], regression)
+        out.append(boxes_from_crop(box_convert(pred.double() * crop, "cxcywh", "xyxy"), height, width, (h, w), top, left))
+    return torch.cat(out).float()
+
+
+@torch.no_grad()
+def dense_predictions(loc_model, cls_model, images, scale, mean, regression, batch_size, device):
+    """§A.2: both nets applied densely to whole images rescaled to `scale` px. Per image and
+    location, one box per class (N x L x C x 4, image pixels) and the classification net's soft-max
+    class scores there (N x L x C): the candidates that greedy merging works on."""
+    from .transforms import TestTransform
+    loc_model.eval().to(device)
+    cls_model.eval().to(device)
+    height, width = images.shape[-2:]
+    transform = TestTransform(scale, mean)
+    crop, stride = loc_model.crop, loc_model.stride
+    boxes, scores = [], []
+    for start in range(0, len(images), batch_size):
+        x = transform(images[start:start + batch_size])
+        h, w = x.shape[-2:]
+        x = centre_on_pooling_grid(x, stride).to(device)
+        dy, dx = (h % stride) // 2, (w % stride) // 2  # the rows and columns it dropped
+        maps = loc_model.forward_dense(x).float().cpu()  # n x 4K x gh x gw
+        cls = torch.softmax(cls_model.forward_dense(x).float().cpu(), 1)  # n x C x gh x gw
+        n, _, gh, gw = maps.shape
+        classes = cls.shape[1]
+        maps = maps.view(n, -1, 4, gh, gw).permute(0, 3, 4, 1, 2)  # n x gh x gw x K x 4
+        maps = maps.expand(n, gh, gw, classes, 4) if regression == "SCR" else maps
+        # §3.2: cell (i, j) of the map sees the crop-sized window at (i, j) x stride of the input.
+        oy = (torch.arange(gh, dtype=torch.float64) * stride + dy)[:, None, None]
+        ox = (torch.arange(gw, dtype=torch.float64) * stride + dx)[None, :, None]
+        xyxy = box_convert(maps.double() * crop, "cxcywh", "xyxy")
+        xyxy = xyxy + torch.stack(torch.broadcast_tensors(ox, oy, ox, oy), -1)[None]
+        boxes.append((xyxy * torch.tensor([width / w, height / h] * 2, dtype=torch.float64)).float()
+                     .reshape(n, gh * gw, classes, 4))
+        scores.append(cls.permute(0, 2, 3, 1).reshape(n, gh * gw, classes))
+    return torch.cat(boxes), torch.cat(scores)
+
+
+def greedy_merge(boxes, scores, merge_iou):
+    """OverFeat's greedy merging for one class: while two boxes overlap by IoU > `merge_iou`, replace
+    the most overlapping pair by the mean of their coordinates (each weighted by how many predictions
+    it already merges) and the sum of their scores. Returns the merged boxes and scores, best first.
+
+    OverFeat's match score mixes centre distance and overlap; IoU is the overlap test of §A.2's
+    "spatially close". numpy: a few dozen boxes per class, where torch's per-call overhead dominates.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    s = np.asarray(scores, dtype=np.float64).reshape(-1).copy()
+    n = np.ones(len(b))
+    alive = np.ones(len(b), dtype=bool)
+    iou = _iou_matrix(b, b)
+    np.fill_diagonal(iou, -1)
+    while alive.sum() > 1:
+        i, j = np.unravel_index(np.argmax(iou), iou.shape)
+        if iou[i, j] <= merge_iou:
+            break
+        b[i] = (b[i] * n[i] + b[j] * n[j]) / (n[i] + n[j])
+        s[i], n[i], alive[j] = s[i] + s[j], n[i] + n[j], False
+        iou[j, :] = iou[:, j] = -1  # j is gone; only i's overlaps change
+        row = np.where(alive, _iou_matrix(b[i:i + 1], b)[0], -1)
+        row[i] = -1
+        iou[i, :] = iou[:, i] = row
+    b, s = b[alive], s[alive]
+    order = np.argsort(-s, kind="stable")
+    return b[order], s[order]
+
+
+def _iou_matrix(a, b):
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def localise(candidates, posteriors, top_k, merge_iou):
+    """§A.2 for each image: the classes ranked by the classification net's posteriors, and for each
+    of the top `top_k` the best merged box of its candidates. `candidates`: [(boxes N x L x C x 4,
+    scores N x L x C)], one entry per net and scale, whose predictions are pooled (the union).
+    Returns classes N x top_k and boxes N x top_k x 4."""
+    classes = posteriors.topk(top_k, dim=1).indices
+    out = torch.zeros(len(posteriors), top_k, 4)
+    for i in range(len(posteriors)):
+        for r, c in enumerate(classes[i].tolist()):
+            b = torch.cat([boxes[i, :, c] for boxes, _ in candidates])
+            s = torch.cat([scores[i, :, c] for _, scores in candidates])
+            merged, _ = greedy_merge(b.numpy(), s.numpy(), merge_iou)
+            out[i, r] = torch.from_numpy(merged[0])
+    return classes, out
+
+
+def localisation_hits(classes, boxes, labels, true_boxes, threshold, k):
+    """Per image 1 when one of the first k (class, box) guesses has the true class and overlaps the
+    true box by IoU > `threshold` (ILSVRC's localisation criterion), else 0."""
+    hits = torch.zeros(len(labels), dtype=torch.long)
+    for r in range(k):
+        iou = paired_iou(boxes[:, r].double(), true_boxes.double())
+        hits |= ((classes[:, r] == labels) & (iou > threshold)).long()
+    return hits
+
+
+def iou_hits(pred_boxes, true_boxes, threshold):
+    """Table 8's per-image outcome: 1 where the predicted box overlaps the true one by IoU > `threshold`."""
+    return (paired_iou(pred_boxes.double(), true_boxes.double()) > threshold).long()
+
+
