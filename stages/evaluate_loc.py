@@ -26,13 +26,14 @@ def main(argv=None):
     if "regression" not in record:
         raise io.StageError(f"{args.model}: not a localisation net (train_loc writes those)")
     stats = io.read_json(args.mean_rgb, "mean RGB file")
-    test_set = data.load_split(args.test)
-    if "boxes" not in test_set.split:
-        raise io.StageError(f"{args.test}: no boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+    try:
+        test_set = localisation.with_boxes(data.load_split(args.test))
+    except ValueError as exc:
+        raise io.StageError(f"{args.test}: {exc}") from None
     scale = record["train_scale"][0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    images, labels, true = test_set.split["images"], test_set.labels, test_set.split["boxes"]
-    boxes = localisation.centre_crop_boxes(model, images, labels, pixels(scale, model.crop), stats["mean"],
+    labels, true = test_set.labels, test_set.split["boxes"]
+    boxes = localisation.centre_crop_boxes(model, test_set, labels, pixels(scale, model.crop), stats["mean"],
                                            record["regression"], loc["batch_size"], device)
     hits = localisation.iou_hits(boxes, true, loc["iou_threshold"])
     io.atomic_save({"run": args.model.stem, "regression": record["regression"], "layers": record["layers"],

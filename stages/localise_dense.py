@@ -36,9 +36,10 @@ def main(argv=None):
     loc = params.section(all_params, "localisation")
     settings = params.section(all_params, "evaluate")
     stats = io.read_json(args.mean_rgb, "mean RGB file")
-    test_set = data.load_split(args.test)
-    if "boxes" not in test_set.split:
-        raise io.StageError(f"{args.test}: no boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+    try:
+        test_set = localisation.with_boxes(data.load_split(args.test))
+    except ValueError as exc:
+        raise io.StageError(f"{args.test}: {exc}") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     nets = {}
     for s, loc_path, cls_path in zip(("256", "384"), args.loc, args.cls):
@@ -46,13 +47,13 @@ def main(argv=None):
         if record.get("regression") is None:
             raise io.StageError(f"{loc_path}: not a localisation net (train_loc writes those)")
         nets[s] = (loc_model, record["regression"], models.load_model(cls_path)[0])
-    images, labels, true = test_set.split["images"], test_set.labels, test_set.split["boxes"]
+    labels, true = test_set.labels, test_set.split["boxes"]
     crop = nets["256"][0].crop
     candidates, posteriors = {}, {}
     for s, (loc_model, regression, cls_model) in nets.items():
         for q in sorted({q for _, parts in ROWS for net_s, qs in parts if net_s == s for q in qs}):
             px = pixels(q, crop)
-            candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, images, px, stats["mean"],
+            candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, test_set, px, stats["mean"],
                                                               regression, loc["batch_size"], device)
             # The classification net's posteriors at Q, as in Table 3 (dense, image and flip averaged).
             posteriors[s, q] = evaluate.dense_evaluate(cls_model, test_set, px, stats["mean"],

@@ -52,10 +52,11 @@ def main(argv=None):
     relaunch_under_torchrun(argv)
 
     stats = io.read_json(args.mean_rgb, "mean RGB file")
-    train_set = data.load_split(args.data / "train.pt")
-    val_set = data.load_split(args.data / "val.pt")
-    if "boxes" not in train_set.split:
-        raise io.StageError(f"{args.data / 'train.pt'}: no boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
+    try:  # App. A.1: trained on the images that have a box
+        train_set = localisation.with_boxes(data.load_split(args.data / "train.pt"))
+        val_set = localisation.with_boxes(data.load_split(args.data / "val.pt"))
+    except ValueError as exc:
+        raise io.StageError(f"{args.data}: {exc}") from None
     num_classes = classifier.classifier[-1].out_features
     model = localisation.localisation_net(classifier, args.regression, num_classes, loc["init_std"],
                                           torch.Generator().manual_seed(loc["seed"]))

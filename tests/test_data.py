@@ -48,7 +48,8 @@ def make_imagefolder(root, classes=CLASSES, n_train=4, n_val=2):
 
 def data_section(root, **overrides):
     return {"dataset": "imagefolder", "root": str(root), "val_size": 3, "seed": 0,
-            "object_scale": [1.0, 1.0], "train_limit": 0, "test_limit": 0, "verify_images": True, **overrides}
+            "object_scale": [1.0, 1.0], "train_limit": 0, "test_limit": 0, "verify_images": True, "box_dir": "",
+            **overrides}
 
 
 def write_params(path, data_params):

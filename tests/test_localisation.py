@@ -1,10 +1,12 @@
 """Appendix A: boxes through the transforms, IoU, greedy merging, the SCR/PCR heads, dense localisation."""
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 from torchvision.ops import box_iou
 
 from vgg import localisation, models
+from vgg.data import ImageSet
 from vgg.localisation import boxes_from_crop, boxes_to_crop, greedy_merge, paired_iou
 from vgg.transforms import TrainTransform, rescaled_size
 
@@ -47,7 +49,6 @@ def bright_rectangle_split(n=8, seed=0):
 
 
 def test_training_targets_follow_the_crop_flip_and_rescale_of_the_image():
-    from vgg.data import ImageSet
     split = bright_rectangle_split()
     transform = TrainTransform(28, 32, 48, MEAN, [0.0, 0.0, 0.0], torch.eye(3).tolist(), 0.0, True)
     dataset = localisation.BoxTargets(ImageSet(split), transform)
@@ -113,12 +114,12 @@ def test_dense_localisation_equals_the_centre_crop_at_q_equal_crop():
     torch.manual_seed(0)
     net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
     loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
-    split = bright_rectangle_split(4)
-    images = split["images"]
-    boxes, scores = localisation.dense_predictions(loc, net.eval(), images, 28, MEAN, "PCR", 2, "cpu")
+    dataset = ImageSet(bright_rectangle_split(4))
+    dense = localisation.dense_predictions(loc, net.eval(), dataset, 28, MEAN, "PCR", 2, "cpu")
+    boxes, scores = torch.stack([b for b, _ in dense]), torch.stack([s for _, s in dense])
     assert boxes.shape == (4, 1, 3, 4) and scores.shape == (4, 1, 3)
     for c in range(3):
-        crop = localisation.centre_crop_boxes(loc, images, torch.full((4,), c), 28, MEAN, "PCR", 2, "cpu")
+        crop = localisation.centre_crop_boxes(loc, dataset, torch.full((4,), c), 28, MEAN, "PCR", 2, "cpu")
         assert torch.allclose(boxes[:, 0, c], crop, atol=1e-4)
     assert torch.allclose(scores.sum(-1), torch.ones(4, 1))
 
@@ -131,8 +132,10 @@ def test_dense_boxes_sit_at_their_window_of_a_larger_image():
     with torch.no_grad():
         loc.classifier[6].weight.zero_()
         loc.classifier[6].bias.copy_(torch.tensor([0.5, 0.5, 0.25, 0.5]))  # centre of the window
-    images = torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
-    boxes, _ = localisation.dense_predictions(loc, net.eval(), images, 36, MEAN, "SCR", 1, "cpu")
+    split = {"kind": "tensor", "images": torch.zeros(1, 3, 28, 28, dtype=torch.uint8), "labels": torch.zeros(1),
+             "boxes": torch.zeros(1, 4), "classes": ["a"]}
+    boxes = torch.stack([b for b, _ in localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN,
+                                                                       "SCR", 1, "cpu")])
     assert boxes.shape == (1, 9, 3, 4)
     scale = 28 / 36  # back to the 28-px image
     for cell in range(9):
@@ -151,3 +154,50 @@ def test_localisation_hits_need_the_right_class_and_overlap():
                           [[0.0, 0, 10, 10], [0, 0, 10, 10]]])
     assert localisation.localisation_hits(classes, boxes, labels, true, 0.5, 1).tolist() == [1, 0, 0]
     assert localisation.localisation_hits(classes, boxes, labels, true, 0.5, 2).tolist() == [1, 1, 0]
+
+
+def write_box_xml(path, objects):
+    """An ILSVRC/VOC annotation: objects are (name, xmin, ymin, xmax, ymax), 1-based inclusive."""
+    body = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                   f"<ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objects)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<annotation><filename>{path.stem}</filename>{body}</annotation>")
+
+
+def test_imagefolder_boxes_from_ilsvrc_xml_feed_training_and_dense_localisation(tmp_path):
+    from test_data import CLASSES, data_section, make_imagefolder
+    from vgg import data
+    root = make_imagefolder(tmp_path / "ilsvrc")
+    box_dir = tmp_path / "bbox"
+    # Images without a box, as most of ILSVRC's training images (names repeat across this tree's
+    # splits, so neither may have an XML: a stem is looked up anywhere below box_dir).
+    unboxed = {f"{split}/{CLASSES[0]}/{CLASSES[0]}_0.JPEG" for split in ("train", "val")}
+    for path in sorted(root.rglob("*.JPEG")):
+        if str(path.relative_to(root)) in unboxed:
+            continue
+        w, h = Image.open(path).size
+        # Two objects: the larger one is kept.
+        write_box_xml((box_dir / path.relative_to(root)).with_suffix(".xml"),
+                      [(path.parent.name, 2, 3, w // 2, h // 2), (path.parent.name, 1, 1, w, h - 1)])
+    store, meta = data.prepare(data_section(root, box_dir=str(box_dir), val_size=2))
+    assert "boxes from" in meta["source"]
+    for split in ("train", "val", "test"):
+        for rel, box in zip(store[split]["paths"], store[split]["boxes"]):
+            if rel in unboxed:
+                assert torch.isnan(box).all()
+                continue
+            w, h = Image.open(root / rel).size
+            assert box.tolist() == [0, 0, w, h - 1], rel  # 1-based inclusive -> 0-based, end exclusive
+    train = data.ImageSet({**store["train"], "classes": list(CLASSES)})
+    boxed = localisation.with_boxes(train)
+    assert len(boxed) == len(train) - len(unboxed & set(store["train"]["paths"]))
+    transform = TrainTransform(28, 32, 48, MEAN, [0.0, 0.0, 0.0], torch.eye(3).tolist(), 0.0, True)
+    targets = localisation.BoxTargets(boxed, transform)
+    image, target = targets[(0, 7)]
+    assert image.shape == (3, 28, 28) and target.shape == (5,) and 0 < target[3] <= 1
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
+    loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1))
+    dense = localisation.dense_predictions(loc, net.eval(), boxed, 36, MEAN, "PCR", 4, "cpu")
+    assert len(dense) == len(boxed) and all(torch.isfinite(b).all() for b, _ in dense)
+    crops = localisation.centre_crop_boxes(loc, boxed, boxed.labels, 32, MEAN, "PCR", 4, "cpu")
+    assert crops.shape == (len(boxed), 4)

@@ -154,7 +154,50 @@ def manifest(data):
                 stat = path.stat()
                 kind = "read" if path.suffix.lower() in IMAGE_SUFFIXES else "skipped"
                 rows.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns, kind))
+    if data["box_dir"]:  # App. A's boxes
+        for path in sorted(Path(data["box_dir"]).rglob("*.xml")):
+            stat = path.stat()
+            rows.append((str(path), stat.st_size, stat.st_mtime_ns, "read"))
     return rows
+
+
+def read_voc_boxes(path):
+    """(class name, (x0, y0, x1, y1)) of every <object> of a VOC / ILSVRC annotation XML. Their
+    xmin..xmax are 1-based inclusive pixel indices: here 0-based with x1, y1 exclusive, as `tight_boxes`."""
+    import xml.etree.ElementTree as ET
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError) as exc:
+        raise StageError(f"{path}: unreadable annotation XML ({exc.__class__.__name__})") from None
+    objects = []
+    for obj in tree.getroot().iter("object"):
+        box = obj.find("bndbox")
+        try:
+            x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            raise StageError(f"{path}: an <object> without a numeric <bndbox>") from None
+        objects.append((obj.findtext("name", ""), (x0 - 1, y0 - 1, x1, y1)))
+    return objects
+
+
+def imagefolder_boxes(box_dir, paths):
+    """N x 4 boxes of ImageFolder images from ILSVRC-style XMLs: `<box_dir>/<split>/<class>/<stem>.xml`
+    where the box tree mirrors the image tree, else any `<box_dir>/**/<stem>.xml` (as the ILSVRC-2012
+    bbox archives unpack; their file names are unique); the largest object's box where an image has several, NaN
+    where it has none (ILSVRC-2012 boxes about 40% of its training images, all validation images)."""
+    box_dir = Path(box_dir)
+    index = {p.stem: p for p in box_dir.rglob("*.xml")}
+    if not index:
+        raise StageError(f"{box_dir}: no .xml box files (data.box_dir)")
+    boxes = torch.full((len(paths), 4), float("nan"))
+    for i, rel in enumerate(paths):
+        mirrored = (box_dir / rel).with_suffix(".xml")  # a box tree laid out like the image tree
+        xml = mirrored if mirrored.is_file() else index.get(Path(rel).stem)
+        if xml is not None:
+            found = [box for _, box in read_voc_boxes(xml)]
+            if found:
+                boxes[i] = torch.tensor(max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])))
+    return boxes
 
 
 def verify_image(path):
@@ -253,6 +296,10 @@ def prepare(data):
                  {"kind": "files", "root": root, "paths": paths, "labels": labels}
                  for split, (paths, labels) in raw.items()}
         source = f"ImageFolder {root}"
+        if data["box_dir"]:  # App. A: localisation boxes
+            for split in store.values():
+                split["boxes"] = imagefolder_boxes(data["box_dir"], split["paths"])
+            source += f", boxes from {data['box_dir']}"
     store["train"] = subset(store["train"], limit(store["train"]["labels"], data["train_limit"], data["seed"]))
     store["test"] = subset(store["test"], limit(store["test"]["labels"], data["test_limit"], data["seed"] + 1))
     train_idx, val_idx = split_validation(len(store["train"]["labels"]), data["val_size"], data["seed"])
@@ -268,9 +315,10 @@ def prepare(data):
 def subset(split, indices):
     out = dict(split)
     out["labels"] = split["labels"][indices]
+    if "boxes" in split:
+        out["boxes"] = split["boxes"][indices]
     if split["kind"] == "tensor":
         out["images"] = split["images"][indices]
-        out["boxes"] = split["boxes"][indices]
     else:
         out["paths"] = [split["paths"][i] for i in indices.tolist()]
     return out

@@ -117,13 +117,39 @@ def centre_crop_offsets(height, width, scale, crop):
 def centre_crop_targets(dataset, indices, scale, crop):
     """Rows (class, cx, cy, w, h as fractions of the crop) of the true boxes in the centre crops at
     `scale` px: the validation targets of a localisation run."""
-    boxes = dataset.split["boxes"][indices]
-    height, width = dataset.image(indices[0]).shape[-2:]  # a tensor split: one image size
-    (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
-    n = len(indices)
-    crop_boxes = boxes_to_crop(boxes, height, width, torch.tensor([[h, w]] * n), top, left,
-                               torch.zeros(n, dtype=torch.bool), crop)
-    return targets_of(dataset.labels[indices], crop_boxes, crop)
+    rows = []
+    for i in indices:
+        height, width = image_size(dataset, i)
+        (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
+        rows.append(boxes_to_crop(dataset.split["boxes"][[i]], height, width, torch.tensor([[h, w]]), top, left,
+                                  torch.zeros(1, dtype=torch.bool), crop))
+    return targets_of(dataset.labels[indices], torch.cat(rows), crop)
+
+
+def with_boxes(dataset):
+    """The items of an ImageSet that have a true box (ILSVRC boxes only part of its training set);
+    an error naming the cure when the split has no boxes at all."""
+    from .data import ImageSet, subset
+    if "boxes" not in dataset.split:
+        raise ValueError("no boxes (Fashion-MNIST has them; an ImageFolder tree needs data.box_dir)")
+    keep = torch.isfinite(dataset.split["boxes"]).all(1).nonzero().flatten()
+    return dataset if len(keep) == len(dataset) else ImageSet(subset(dataset.split, keep))
+
+
+def image_size(dataset, i):
+    """(H, W) of item i (in-memory splits share one size; files are decoded)."""
+    images = dataset.split.get("images")
+    return tuple(images.shape[-2:]) if images is not None else tuple(dataset.image(i).shape[-2:])
+
+
+def batches(dataset, batch_size):
+    """(indices, N x 3 x H x W uint8 images of one size): in-memory splits in batches, files one by one."""
+    if dataset.split["kind"] == "tensor":
+        for start in range(0, len(dataset), batch_size):
+            yield list(range(start, min(start + batch_size, len(dataset)))), dataset.split["images"][start:start + batch_size]
+    else:
+        for i in range(len(dataset)):
+            yield [i], dataset.image(i)[None]
 
 
 def targets_of(labels, crop_boxes, crop):
@@ -136,62 +162,69 @@ class BoxTargets(Dataset):
     Keys are (index, seed) pairs as for `vgg.data.Transformed`."""
 
     def __init__(self, base, transform):
-        if base.split["kind"] != "tensor" or "boxes" not in base.split:
+        if "boxes" not in base.split:
             raise ValueError("localisation needs a split with boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
         self.base, self.transform = base, transform
 
     def __len__(self):
         return len(self.base)
 
-    def __getitems__(self, keys):
-        indices = [index for index, _ in keys]
-        seeds = [seed for _, seed in keys]
-        images = self.base.split["images"][indices]
-        height, width = images.shape[-2:]
-        out = self.transform.batch(images, seeds)
-        scale, top, left, flip, _ = self.transform.draws(seeds, height, width)  # the same draws
+    def _targets(self, indices, seeds, height, width):
+        scale, top, left, flip, _ = self.transform.draws(seeds, height, width)  # the image's own draws
         sizes = self.transform.rescaled_sizes(height, width)[scale - self.transform.scale_min]
         crop = self.transform.crop
         boxes = boxes_to_crop(self.base.split["boxes"][indices], height, width, sizes, top, left, flip, crop)
-        return list(zip(out.unbind(0), targets_of(self.base.labels[indices], boxes, crop).unbind(0)))
+        return targets_of(self.base.labels[indices], boxes, crop)
+
+    def __getitems__(self, keys):
+        """A batch: in-memory images transformed together (as vgg.data.Transformed), files one by one."""
+        if self.base.split["kind"] != "tensor":
+            return [self[key] for key in keys]
+        indices = [index for index, _ in keys]
+        seeds = [seed for _, seed in keys]
+        images = self.base.split["images"][indices]
+        out = self.transform.batch(images, seeds)
+        return list(zip(out.unbind(0), self._targets(indices, seeds, *images.shape[-2:]).unbind(0)))
 
     def __getitem__(self, key):
-        return self.__getitems__([key])[0]
+        index, seed = key
+        image = self.base.image(index)
+        return self.transform(image, seed), self._targets([index], [seed], *image.shape[-2:])[0]
 
 
 # ---------------------------------------------------------------- testing (App. A.2)
 
 @torch.no_grad()
-def centre_crop_boxes(model, images, labels, scale, mean, regression, batch_size, device):
-    """Table 8: the true class's box predicted on the centre crop at `scale` px, in image pixels."""
-    model.eval().to(device)
-    height, width = images.shape[-2:]
-    crop = model.crop
-    (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
+def centre_crop_boxes(model, dataset, labels, scale, mean, regression, batch_size, device):
+    """Table 8: the box of class labels[i] predicted on image i's centre crop at `scale` px, in image pixels."""
     from .transforms import TestTransform, centre_crop
+    model.eval().to(device)
+    crop = model.crop
     transform = TestTransform(scale, mean)
     out = []
-    for start in range(0, len(images), batch_size):
-        x = centre_crop(transform(images[start:start + batch_size]), crop).to(device)
-        pred = class_boxes(model(x).float().cpu(), labels[start:start + batch_size], regression)
+    for indices, images in batches(dataset, batch_size):
+        height, width = images.shape[-2:]
+        (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
+        x = centre_crop(transform(images), crop).to(device)
+        pred = class_boxes(model(x).float().cpu(), labels[indices], regression)
         out.append(boxes_from_crop(box_convert(pred.double() * crop, "cxcywh", "xyxy"), height, width, (h, w), top, left))
     return torch.cat(out).float()
 
 
 @torch.no_grad()
-def dense_predictions(loc_model, cls_model, images, scale, mean, regression, batch_size, device):
-    """§A.2: both nets applied densely to whole images rescaled to `scale` px. Per image and
-    location, one box per class (N x L x C x 4, image pixels) and the classification net's soft-max
-    class scores there (N x L x C): the candidates that greedy merging works on."""
+def dense_predictions(loc_model, cls_model, dataset, scale, mean, regression, batch_size, device):
+    """§A.2: both nets applied densely to whole images rescaled to `scale` px. Per image, a list
+    entry (boxes L x C x 4 in image pixels, the classification net's soft-max class scores L x C):
+    one box per location and class, the candidates that greedy merging works on."""
     from .transforms import TestTransform
     loc_model.eval().to(device)
     cls_model.eval().to(device)
-    height, width = images.shape[-2:]
     transform = TestTransform(scale, mean)
     crop, stride = loc_model.crop, loc_model.stride
-    boxes, scores = [], []
-    for start in range(0, len(images), batch_size):
-        x = transform(images[start:start + batch_size])
+    out = []
+    for _, images in batches(dataset, batch_size):
+        height, width = images.shape[-2:]
+        x = transform(images)
         h, w = x.shape[-2:]
         x = centre_on_pooling_grid(x, stride).to(device)
         dy, dx = (h % stride) // 2, (w % stride) // 2  # the rows and columns it dropped
@@ -206,10 +239,9 @@ def dense_predictions(loc_model, cls_model, images, scale, mean, regression, bat
         ox = (torch.arange(gw, dtype=torch.float64) * stride + dx)[None, :, None]
         xyxy = box_convert(maps.double() * crop, "cxcywh", "xyxy")
         xyxy = xyxy + torch.stack(torch.broadcast_tensors(ox, oy, ox, oy), -1)[None]
-        boxes.append((xyxy * torch.tensor([width / w, height / h] * 2, dtype=torch.float64)).float()
-                     .reshape(n, gh * gw, classes, 4))
-        scores.append(cls.permute(0, 2, 3, 1).reshape(n, gh * gw, classes))
-    return torch.cat(boxes), torch.cat(scores)
+        boxes = (xyxy * torch.tensor([width / w, height / h] * 2, dtype=torch.float64)).float()
+        out += zip(boxes.reshape(n, gh * gw, classes, 4).unbind(0), cls.permute(0, 2, 3, 1).reshape(n, gh * gw, classes).unbind(0))
+    return out
 
 
 def greedy_merge(boxes, scores, merge_iou):
@@ -252,16 +284,16 @@ def _iou_matrix(a, b):
 
 def localise(candidates, posteriors, top_k, merge_iou):
     """§A.2 for each image: the classes ranked by the classification net's posteriors, and for each
-    of the top `top_k` the best merged box of its candidates. `candidates`: [(boxes N x L x C x 4,
-    scores N x L x C)], one entry per net and scale, whose predictions are pooled (the union).
-    Returns classes N x top_k and boxes N x top_k x 4."""
+    of the top `top_k` the best merged box of its candidates. `candidates`: one dense_predictions
+    list per net and scale, whose predictions are pooled (the union). Returns classes N x top_k and
+    boxes N x top_k x 4."""
     classes = posteriors.topk(top_k, dim=1).indices
     out = torch.zeros(len(posteriors), top_k, 4)
     for i in range(len(posteriors)):
+        boxes = torch.cat([per_image[i][0] for per_image in candidates])  # L x C x 4, all nets and scales
+        scores = torch.cat([per_image[i][1] for per_image in candidates])
         for r, c in enumerate(classes[i].tolist()):
-            b = torch.cat([boxes[i, :, c] for boxes, _ in candidates])
-            s = torch.cat([scores[i, :, c] for _, scores in candidates])
-            merged, _ = greedy_merge(b.numpy(), s.numpy(), merge_iou)
+            merged, _ = greedy_merge(boxes[:, c].numpy(), scores[:, c].numpy(), merge_iou)
             out[i, r] = torch.from_numpy(merged[0])
     return classes, out
 

@@ -66,6 +66,7 @@ SCHEMA = {
         "train_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "test_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "verify_images": (bool, None, ""),
+        "box_dir": (str, None, ""),
     },
     "mean_rgb": {
         "max_images": (int, _non_negative, "must be >= 0 (0 = all)"),
