@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from vgg import figures, fusion, io, paper, params, report, tables
+from vgg import figures, fusion, io, paper, params, report, tables, transfer
 
 
 @io.stage_main
@@ -18,6 +18,7 @@ def main(argv=None):
     parser.add_argument("--ensembles", default="preds/ensembles", type=Path, help="holds <ensemble>.pt")
     parser.add_argument("--logs", default="logs", type=Path, help="holds <run>/plots/metrics/*.tsv")
     parser.add_argument("--loc", default="preds/loc", type=Path, help="holds evaluate_loc's <run>.pt and dense.pt")
+    parser.add_argument("--transfer-metrics", default="metrics", type=Path, help="holds transfer_<task>.json")
     parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
     parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
     parser.add_argument("--out", default="reports", type=Path)
@@ -51,6 +52,17 @@ def main(argv=None):
     loc_claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"],
                                             settings["bootstrap_seed"], settings["confidence"])
     flat.update(tables.localisation_metrics(table8, table9, loc_claims))
+    transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
+                      for task in transfer.TASKS}
+    transfer_flat = {}
+    for task in transfer.TASKS:
+        transfer_flat.update(io.read_json(args.transfer_metrics / f"transfer_{task}.json", "transfer metrics"))
+    t11_paper = paper.transfer_rows()
+    scenes = transfer_preds["scenes"]
+    t11 = tables.table11(transfer_flat, t11_paper, scenes["scales"], scenes["single_scale"])
+    t11_claims = tables.transfer_claims(scenes, transfer_preds["fewshot"], t11_paper, settings["bootstrap_samples"],
+                                        settings["bootstrap_seed"], settings["confidence"])
+    flat.update(tables.transfer_metrics(t11_claims))
     n_images = len(results[0].correct1)
 
     tmp = io.temp_dir_beside(args.out)
@@ -84,6 +96,15 @@ def main(argv=None):
         appendices = [f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)): localisation "
                       f"(App. A), {len(loc_claims)} claims: " + ", ".join(
                           f"{loc_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))]
+        t11.to_csv(tmp / "table11.csv")
+        t11_claims.to_csv(tmp / "claims_transfer.csv")
+        (tmp / "table11.md").write_text(report.table11_page(
+            t11, t11_claims, settings["confidence"], settings["bootstrap_samples"],
+            {task: r["source"] for task, r in transfer_preds.items()}))
+        t11_counts = t11_claims["verdict"].value_counts()
+        appendices.append(f"- [Table 11](table11.md) ([csv](table11.csv)): very deep features (App. B), "
+                          f"{len(t11_claims)} claims: " + ", ".join(
+                              f"{t11_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive")))
         (tmp / "localisation.md").write_text(report.localisation_page(
             table8, table9, loc_claims, settings["confidence"], settings["bootstrap_samples"], len(dense["labels"]),
             loc_figure))

@@ -15,6 +15,7 @@ def tiny_params(**overrides):
     params["finetune"].update(epochs=1)
     params["jitter"].update(epochs=1)
     params["localisation"].update(epochs=1)
+    params["transfer"].update(train=40, val=20, test=40, fewshot_limit=200, fewshot_per_class=5, fewshot_cv_folds=2)
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value

@@ -51,6 +51,11 @@ def expanded_stages():
             stages[name] = stage
             continue
         items = stage["foreach"]
+        if isinstance(items, str):  # ${section.key}: a list or dict from params.yaml
+            value = yaml.safe_load((ROOT / "params.yaml").read_text())
+            for part in items.strip("${}").split("."):
+                value = value[part]
+            items = value
         for key, item in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
             text = yaml.safe_dump(stage["do"]).replace("${key}", str(key))
             if isinstance(item, dict):

@@ -156,3 +156,16 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
     dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
     assert set(dense["rows"]) == {"256/256", "384/384", "384/352,384", "fusion 256/256 + 384/352,384"}
     assert {"loc.table9.fusion.top5", "loc.claims.pcr_beats_scr.diff"} <= set(metrics)
+
+
+def test_repro_writes_table_11_and_a_transfer_param_reruns_only_transfer_stages(repo):
+    path, env, _ = repo
+    assert (path / "reports" / "table11.md").is_file() and (path / "reports" / "table11.csv").is_file()
+    metrics = json.loads((path / "metrics" / "transfer_scenes.json").read_text())
+    assert any(key.startswith("scenes.DE.") for key in metrics)
+    # (`manifest` always runs; --dry lists the stages whose own deps changed: the report, and after new
+    # features the SVMs, follow only once their inputs have changed.)
+    assert stages_to_run(path, env, "transfer.svm_C", [0.1, 1]) - {"manifest"} == {"transfer_scenes", "transfer_fewshot"}
+    described = stages_to_run(path, env, "transfer.scales", [256, 384]) - {"manifest"}
+    assert described == {"features_scenes@D", "features_scenes@E", "features_fewshot@D", "features_fewshot@E"}
+    assert not any(s.startswith(("train", "evaluate", "fuse", "localise")) for s in described)

@@ -278,12 +278,13 @@ def test_bootstrap_of_a_non_decomposable_metric_contains_its_point_estimate():
     y = rng.integers(0, 2, (150, 4))
     a = rng.normal(size=(150, 4)) + 0.5 * y
     b = a + 1.0 * y * rng.random((150, 4))  # b ranks the positives higher: better
-    diff, low, high = stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, b, 300, 0, 0.95)
-    assert diff == pytest.approx(transfer.fast_mean_average_precision(y, b) - transfer.fast_mean_average_precision(y, a))
+    metric = transfer.fast_mean_average_precision
+    diff, low, high = stats.paired_bootstrap_metric(metric, y, a, b, 300, 0, 0.95)
+    assert diff == pytest.approx(metric(y, b) - metric(y, a))
     assert low < diff < high and low > 0
     assert stats.verdict(low, high) == "reproduced"
-    assert stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, b, 300, 0, 0.95) == (diff, low, high)
-    same = stats.paired_bootstrap_metric(transfer.fast_mean_average_precision, y, a, a, 50, 0, 0.95)
+    assert stats.paired_bootstrap_metric(metric, y, a, b, 300, 0, 0.95) == (diff, low, high)
+    same = stats.paired_bootstrap_metric(metric, y, a, a, 50, 0, 0.95)
     assert same == (0.0, 0.0, 0.0)
 
 
@@ -329,9 +330,10 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
     params_path = tiny_transfer_params(tmp_path)
     (tmp_path / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
     for net in ("D", "E"):
-        save_tiny_model(tmp_path / "models" / f"{net}_256-512.pt", net)
+        model_path = tmp_path / "models" / f"{net}_256-512.pt"
+        save_tiny_model(model_path, net)
         for dataset in transfer.TASKS:
-            stages.features.main(["--params", str(params_path), "--net-model", str(tmp_path / "models" / f"{net}_256-512.pt"),
+            stages.features.main(["--params", str(params_path), "--net-model", str(model_path),
                                   "--dataset", dataset, "--mean-rgb", str(tmp_path / "mean_rgb.json"),
                                   "--out", str(tmp_path / "features" / dataset / f"{net}.pt")])
     scenes = transfer.load_features(tmp_path / "features" / "scenes" / "D.pt", "scenes")
@@ -345,7 +347,9 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
                               str(tmp_path / "features" / task / "E.pt"),
                               "--out", str(tmp_path / "metrics" / f"transfer_{task}.json"),
                               "--preds", str(tmp_path / "preds" / f"{task}.pt")])
-        preds[task] = io.load(tmp_path / "preds" / f"{task}.pt")
+        preds[task] = transfer.load_predictions(tmp_path / "preds" / f"{task}.pt", task)
+    with pytest.raises(StageError, match="not the transfer stage's predictions for task 'scenes'"):
+        transfer.load_predictions(tmp_path / "preds" / "fewshot.pt", "scenes")
     metrics = {**json.loads((tmp_path / "metrics" / "transfer_scenes.json").read_text()),
                **json.loads((tmp_path / "metrics" / "transfer_fewshot.json").read_text())}
     for net in ("D", "E", "DE"):
@@ -383,3 +387,37 @@ def test_features_stage_refuses_a_model_other_than_the_params_name(tmp_path, cap
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: transfer.nets.D: 'D_256-512', but --net-model is")
     assert not (tmp_path / "f.pt").exists()
+
+
+def test_full_scale_sets_switched_by_params_run_through_both_stages(tmp_path):
+    # VOC-2007 (multi-label, from the XML) for the scene task, Caltech-style class folders for few-shot.
+    classes = ["cat", "dog", "person", "car"]
+    annotations = {f"{i:06d}": [(classes[i % 4], False), (classes[(i + 1) % 4], i % 3 == 0)] for i in range(12)}
+    ids = sorted(annotations)
+    write_voc(tmp_path, annotations, {"train": ids[:6], "val": ids[6:8], "test": ids[8:]})
+    caltech = tmp_path / "caltech"
+    for c, name in enumerate(["ant", "bee", "cow", "BACKGROUND_Google"]):
+        (caltech / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.random.default_rng(10 * c + i).integers(0, 256, (24 + i, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(caltech / name / f"image_{i:04d}.jpg")
+    all_params = yaml.safe_load(tiny_transfer_params(tmp_path).read_text())
+    all_params["transfer"].update(scenes_dataset="voc2007", scenes_root=str(tmp_path), fewshot_dataset="caltech",
+                                  fewshot_root=str(caltech), fewshot_per_class=2)
+    params_path = write_params(tmp_path / "params.yaml", all_params)
+    (tmp_path / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
+    save_tiny_model(tmp_path / "D_256-512.pt", "D")
+    for task in transfer.TASKS:
+        out = tmp_path / "features" / f"{task}.pt"
+        stages.features.main(["--params", str(params_path), "--net-model", str(tmp_path / "D_256-512.pt"),
+                              "--dataset", task, "--mean-rgb", str(tmp_path / "mean_rgb.json"), "--out", str(out)])
+        stages.transfer.main(["--params", str(params_path), "--task", task, "--features", str(out),
+                              "--out", str(tmp_path / f"{task}.json"), "--preds", str(tmp_path / f"{task}.pt")])
+    scenes = transfer.load_features(tmp_path / "features" / "scenes.pt", "scenes")
+    assert scenes["source"].startswith("VOC-2007") and scenes["labels"].shape == (12, 20)
+    assert [len(scenes["splits"][s]) for s in transfer.SCENE_SPLITS] == [6, 2, 4]
+    fewshot = transfer.load_features(tmp_path / "features" / "fewshot.pt", "fewshot")
+    assert fewshot["classes"] == ["ant", "bee", "cow"] and len(fewshot["labels"]) == 18
+    metrics = json.loads((tmp_path / "scenes.json").read_text())
+    assert set(metrics) == {f"scenes.D.{v}.{m}" for v in transfer.VARIANTS for m in ("map", "C")}
+    assert "fewshot.D.stack.recall" in json.loads((tmp_path / "fewshot.json").read_text())

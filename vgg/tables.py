@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import fusion, io, stats
+from . import fusion, io, stats, transfer
 from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers
 from .paper import parameter_counts
 
@@ -423,7 +423,6 @@ def _transfer_scores(preds, net, variant):
     """(y, per-item scores, metric) of one variant in a transfer stage's predictions record. Few-shot
     items are images, each with its prediction in every split where it is a test image, so the bootstrap
     resamples images and the metric is the recall averaged over the splits, as reported."""
-    from . import transfer
     key = f"{net}.{variant}"
     if preds["task"] == "scenes":
         return preds["labels"].numpy(), preds["scores"][key].numpy(), transfer.fast_mean_average_precision

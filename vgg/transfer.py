@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning, UndefinedMetricWarning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
@@ -210,8 +210,8 @@ def mean_average_precision(y_true, scores):
     """(mAP, per-class AP), in %, by scikit-learn's `average_precision_score` (area under the
     precision-recall steps). A class with no positive item has AP NaN and is left out of the mean.
 
-    VOC-2007's devkit, and so the paper's Table 11, used 11-point interpolated AP instead, which
-    reads slightly higher; our numbers are not that one.
+    VOC-2007's devkit, and so the paper's Table 11, used 11-point interpolated AP instead (precision
+    interpolated, sampled at recall 0, 0.1, ..., 1), usually a little higher; ours is not that one.
     """
     y, s = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
     aps = np.full(y.shape[1], np.nan)
@@ -539,3 +539,11 @@ def read_class_folders(root, exclude=CALTECH_CLUTTER):
         paths += files
         labels += [label] * len(files)
     return paths, torch.tensor(labels), classes
+
+
+def load_predictions(path, task):
+    """A predictions file of the `transfer` stage for `task` (the report's bootstrap reads it)."""
+    record = load(path, "transfer predictions")
+    if not isinstance(record, dict) or record.get("task") != task:
+        raise StageError(f"{path}: not the transfer stage's predictions for task {task!r}")
+    return record
