@@ -93,7 +93,8 @@ def main(argv=None):
         table8.to_csv(tmp / "table8.csv")
         table9.to_csv(tmp / "table9.csv")
         loc_counts = loc_claims["verdict"].value_counts()
-        appendices = [f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)): localisation "
+        appendices = [f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv), "
+                      f"[samples]({'localisation_samples.png' if loc_figure else 'localisation.md'})): localisation "
                       f"(App. A), {len(loc_claims)} claims: " + ", ".join(
                           f"{loc_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))]
         t11.to_csv(tmp / "table11.csv")
@@ -102,7 +103,8 @@ def main(argv=None):
             t11, t11_claims, settings["confidence"], settings["bootstrap_samples"],
             {task: r["source"] for task, r in transfer_preds.items()}))
         t11_counts = t11_claims["verdict"].value_counts()
-        appendices.append(f"- [Table 11](table11.md) ([csv](table11.csv)): very deep features (App. B), "
+        appendices.append(f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): "
+                          f"very deep features (App. B), "
                           f"{len(t11_claims)} claims: " + ", ".join(
                               f"{t11_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive")))
         (tmp / "localisation.md").write_text(report.localisation_page(

@@ -92,17 +92,66 @@ def write_params(path, ensembles=ENSEMBLES, report=REPORT):
     return path
 
 
+def write_loc_preds(root, n=200):
+    """evaluate_loc's and localise_dense's records with known outcomes: a right box is the true box,
+    a wrong one is shifted off it (IoU 0)."""
+    g = torch.Generator().manual_seed(3)
+    true = torch.tensor([[2.0, 2.0, 12.0, 12.0]]).repeat(n, 1)
+    labels = torch.arange(n) % 10
+    root.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(tables.TABLE8_RUNS):
+        hits = (torch.rand(n, generator=g) < 0.4 + 0.1 * i).long()
+        boxes = torch.where(hits[:, None].bool(), true, true + 20)
+        s = 384 if run.endswith("384") else 256
+        torch.save({"run": run, "regression": run[:3], "layers": run.split("-")[1].split("_")[0],
+                    "train_scale": (s, s), "test_scale": s, "boxes": boxes, "true_boxes": true, "labels": labels,
+                    "hits": hits}, root / f"{run}.pt")
+    rows = {}
+    for i, label in enumerate(tables.TABLE9_PAPER_ROWS):
+        top1 = (torch.rand(n, generator=g) < 0.5 + 0.1 * i).long()
+        top5 = top1 | (torch.rand(n, generator=g) < 0.3).long()
+        rows[label] = {"classes": torch.stack([labels] + [(labels + k) % 10 for k in range(1, 5)], 1),
+                       "boxes": true[:, None].repeat(1, 5, 1), "top1": top1, "top5": top5}
+    torch.save({"rows": rows, "labels": labels, "true_boxes": true}, root / "dense.pt")
+
+
+def write_transfer_outputs(root):
+    """The features and transfer stages run for real on tiny untrained D and E (test_transfer's set-up)."""
+    import stages.features
+    import stages.transfer
+    from test_transfer import MEAN, save_tiny_model, tiny_transfer_params
+    params = tiny_transfer_params(root)
+    (root / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
+    for net in ("D", "E"):
+        model = root / "models" / f"{net}_256-512.pt"
+        save_tiny_model(model, net)
+        for task in ("scenes", "fewshot"):
+            stages.features.main(["--params", str(params), "--net-model", str(model), "--dataset", task,
+                                  "--mean-rgb", str(root / "mean_rgb.json"), "--out", str(root / "features" / task / f"{net}.pt")])
+    for task in ("scenes", "fewshot"):
+        stages.transfer.main(["--params", str(params), "--task", task, "--features", str(root / "features" / task / "D.pt"),
+                              str(root / "features" / task / "E.pt"), "--out", str(root / "metrics" / f"transfer_{task}.json"),
+                              "--preds", str(root / "preds" / "transfer" / f"{task}.pt")])
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    """A full set of the evaluate stage's predictions, the fused ensembles and training logs."""
+    """A full set of the evaluate stage's predictions, the fused ensembles and training logs, the
+    localisation stages' records and the transfer stages' outputs."""
     root = tmp_path_factory.mktemp("synthetic")
     write_preds(root / "preds")
     write_logs(root / "logs")
+    write_loc_preds(root / "preds" / "loc")
+    (root / "transfer").mkdir()
+    write_transfer_outputs(root / "transfer")
     params = write_params(root / "params.yaml")
     write_test_split(root / "test.pt")
     for name in ENSEMBLES:
         stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds"),
                           "--out", str(root / "preds" / "ensembles" / f"{name}.pt")])
+    (root / "preds" / "transfer").mkdir()
+    for task in ("scenes", "fewshot"):
+        (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / "transfer" / f"{task}.pt").read_bytes())
     return root
 
 
@@ -218,6 +267,17 @@ def expected_metric_keys(paper):
     return keys
 
 
+def expected_report_keys(paper):
+    """The report stage's keys: Tables 3-7 and their claims, then the appendices'."""
+    keys = expected_metric_keys(paper)
+    keys += [f"loc.table8.{run}.err" for run in tables.TABLE8_RUNS]
+    keys += [f"loc.table9.{row}.{k}" for row in ("256_256", "384_384", "384_352-384", "fusion") for k in ("top1", "top5")]
+    keys += [f"loc.claims.{c}.{k}" for c in ("pcr_beats_scr", "all_layers_beat_fc", "s384_beats_s256",
+                                             "two_scales_beat_one", "fusion_beats_best") for k in ("diff", "ci_low", "ci_high")]
+    keys += [f"claims.{claim[0]}.{k}" for claim in tables.TRANSFER_CLAIMS for k in ("diff", "ci_low", "ci_high")]
+    return keys
+
+
 def test_every_metrics_key_exists_for_a_full_set_of_preds(computed):
     paper, _, frames, claims = computed
     flat = tables.metrics(frames, claims)
@@ -275,6 +335,7 @@ def test_a_fused_file_made_from_other_members_is_stale(synthetic):
 
 def report_args(root, params, out):
     return ["--params", str(params), "--preds", str(root / "preds"), "--ensembles", str(root / "preds" / "ensembles"),
+            "--loc", str(root / "preds" / "loc"), "--transfer-metrics", str(root / "transfer" / "metrics"),
             "--logs", str(root / "logs"), "--test", str(root / "test.pt"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
 
 
@@ -299,10 +360,21 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     assert "256-512" in table3 and "| D " in table3
     flat = json.loads((tmp_path / "metrics" / "tables.json").read_text())
     paper = classification_rows()
-    assert sorted(flat) == sorted(expected_metric_keys(paper))
+    assert sorted(flat) == sorted(expected_report_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
     assert "report: wrote" in capsys.readouterr().out
+    # Table 8 is the share of saved boxes off the true box; Table 9 the share of saved misses.
+    loc = synthetic / "preds" / "loc"
+    for run in tables.TABLE8_RUNS:
+        record = torch.load(loc / f"{run}.pt", weights_only=False)
+        off = (record["boxes"] != record["true_boxes"]).any(1).double().mean().item()
+        assert flat[f"loc.table8.{run}.err"] == pytest.approx(100 * off, abs=1e-3)
+    fused = torch.load(loc / "dense.pt", weights_only=False)["rows"]["fusion 256/256 + 384/352,384"]
+    assert flat["loc.table9.fusion.top5"] == pytest.approx(100 * (1 - fused["top5"].double().mean().item()), abs=1e-3)
+    page = (reports / "localisation.md").read_text()
+    assert "Table 8" in page and "36.40" in page and "| PCR-all_384 " in page
+    assert "(localisation.md)" in readme and "(table11.md)" in readme
 
 
 def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(synthetic):
