@@ -14,6 +14,7 @@ import torch
 from vgg import data, evaluate, io, localisation, models, params
 from vgg.transforms import pixels
 
+CHECK_IMAGES = 100  # images whose raw candidates are saved
 # Table 9's rows: (label, [(S of the nets, test scales Q)]); the last pools both nets' boxes.
 ROWS = (("256/256", [("256", (256,))]),
         ("384/384", [("384", (384,))]),
@@ -67,7 +68,12 @@ def main(argv=None):
         rows[label] = {"classes": classes, "boxes": boxes, "top1": hits[1], "top5": hits[5]}
         print(f"localise_dense: {label}: top-1 localisation error {100 * (1 - hits[1].double().mean()):.2f}%, "
               f"top-5 {100 * (1 - hits[5].double().mean()):.2f}%")
-    io.atomic_save({"rows": rows, "labels": labels, "true_boxes": true}, args.out)
+    # The first images' raw candidates and posteriors, so the merging can be checked independently.
+    check = {f"{s}/{q}": {"boxes": [b for b, _ in candidates[s, q][:CHECK_IMAGES]],
+                          "scores": [c for _, c in candidates[s, q][:CHECK_IMAGES]],
+                          "posteriors": posteriors[s, q][:CHECK_IMAGES]} for s, q in candidates}
+    io.atomic_save({"rows": rows, "labels": labels, "true_boxes": true, "candidates": check,
+                    "merge_iou": loc["merge_iou"], "top_k": loc["top_k"]}, args.out)
 
 
 if __name__ == "__main__":

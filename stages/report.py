@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from vgg import figures, fusion, io, paper, params, report, tables, transfer
+from vgg import fusion, io, paper, params, report, tables, transfer
 
 
 @io.stage_main
@@ -47,75 +47,23 @@ def main(argv=None):
     flat = tables.metrics(frames, claims)
     loc_preds = {run: io.load(args.loc / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
     dense = io.load(args.loc / "dense.pt", "dense localisation predictions")
-    loc_rows = paper.localisation_rows()
-    table8, table9 = tables.table8(loc_preds, loc_rows), tables.table9(dense, loc_rows)
-    loc_claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"],
-                                            settings["bootstrap_seed"], settings["confidence"])
-    flat.update(tables.localisation_metrics(table8, table9, loc_claims))
+    loc_files, loc_flat, loc_line = report.localisation_part(loc_preds, dense, test_split, settings)
     transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
                       for task in transfer.TASKS}
-    transfer_flat = {}
-    for task in transfer.TASKS:
-        transfer_flat.update(io.read_json(args.transfer_metrics / f"transfer_{task}.json", "transfer metrics"))
-    t11_paper = paper.transfer_rows()
-    scenes = transfer_preds["scenes"]
-    t11 = tables.table11(transfer_flat, t11_paper, scenes["scales"], scenes["single_scale"])
-    t11_claims = tables.transfer_claims(scenes, transfer_preds["fewshot"], t11_paper, settings["bootstrap_samples"],
-                                        settings["bootstrap_seed"], settings["confidence"])
-    flat.update(tables.transfer_metrics(t11_claims))
+    transfer_flat = {key: value for task in transfer.TASKS for key, value in
+                     io.read_json(args.transfer_metrics / f"transfer_{task}.json", "transfer metrics").items()}
+    t11_files, t11_flat, t11_line = report.transfer_part(transfer_preds, transfer_flat, settings)
+    flat.update({**loc_flat, **t11_flat})
     n_images = len(results[0].correct1)
 
+    files = {**report.classification_part(model, data, rows, read, frames, claims, curves, test_split, settings,
+                                          n_images), **loc_files, **t11_files}
+    files["README.md"] = report.readme(data, model, schedules, compute, n_images, claims,
+                                       tables.training_summary(curves, args.logs), settings["confidence"],
+                                       args.metrics, "samples.png" in files, [loc_line, t11_line])
     tmp = io.temp_dir_beside(args.out)
     try:
-        (tmp / "table1.md").write_text(report.table1_page(model))
-        t2 = tables.table2(params.model_kwargs(model))
-        t2.to_csv(tmp / "table2.csv", index=False)
-        (tmp / "table2.md").write_text(report.table2_page(t2))
-
-        intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
-                 f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
-                 f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions.")
-        literature = frames["table7"]["source"].str.startswith("paper")
-        sections = {"table7": {"The paper's comparison (ILSVRC-2012)": literature,
-                               f"Ours ({data['dataset']}) beside published results on it": ~literature}}
-        for name, frame in frames.items():
-            frame.to_csv(tmp / f"{name}.csv")
-            (tmp / f"{name}.md").write_text(
-                report.results_page(report.TABLE_TITLES[name], intro, frame, sections.get(name)))
-        claims.to_csv(tmp / "claims.csv")
-        (tmp / "claims.md").write_text(report.claims_page(claims, settings["confidence"],
-                                                          settings["bootstrap_samples"]))
-
-        samples = figures.sample_images(test_split, tmp / "samples.png")
-        fused = dense["rows"]["fusion 256/256 + 384/352,384"]
-        loc_figure = figures.localisation_samples(test_split, fused["classes"][:, 0], fused["boxes"][:, 0],
-                                                  tmp / "localisation_samples.png")
-        table8.to_csv(tmp / "table8.csv")
-        table9.to_csv(tmp / "table9.csv")
-        loc_counts = loc_claims["verdict"].value_counts()
-        appendices = [f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv), "
-                      f"[samples]({'localisation_samples.png' if loc_figure else 'localisation.md'})): localisation "
-                      f"(App. A), {len(loc_claims)} claims: " + ", ".join(
-                          f"{loc_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))]
-        t11.to_csv(tmp / "table11.csv")
-        t11_claims.to_csv(tmp / "claims_transfer.csv")
-        (tmp / "table11.md").write_text(report.table11_page(
-            t11, t11_claims, settings["confidence"], settings["bootstrap_samples"],
-            {task: r["source"] for task, r in transfer_preds.items()}))
-        t11_counts = t11_claims["verdict"].value_counts()
-        appendices.append(f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): "
-                          f"very deep features (App. B), "
-                          f"{len(t11_claims)} claims: " + ", ".join(
-                              f"{t11_counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive")))
-        (tmp / "localisation.md").write_text(report.localisation_page(
-            table8, table9, loc_claims, settings["confidence"], settings["bootstrap_samples"], len(dense["labels"]),
-            loc_figure))
-        figures.training_curves(curves, tmp / "training_curves.png")
-        figures.error_vs_depth(tables.depth_errors(frames["table3"]), tmp / "error_vs_depth.png")
-        figures.error_vs_test_scale(tables.scale_errors(rows, read), tmp / "error_vs_test_scale.png")
-        (tmp / "README.md").write_text(report.readme(
-            data, model, schedules, compute, n_images, claims, tables.training_summary(curves, args.logs),
-            settings["confidence"], args.metrics, samples, appendices))
+        report.write_files(files, tmp)
         io.replace_dir(tmp, args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

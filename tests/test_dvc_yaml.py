@@ -2,6 +2,7 @@
 so DVC re-runs a stage when, and only when, code it runs has changed."""
 import ast
 import re
+from pathlib import Path
 
 import yaml
 
@@ -92,3 +93,18 @@ def test_each_fusion_stage_depends_only_on_its_members_predictions():
                     (m.split("/") for m in ensemble["members"]) for protocol in protocols}
         listed = {d for d in stages[f"fuse_{name}"]["deps"] if d.startswith("preds/")}
         assert listed == expected, name
+
+
+def test_every_data_path_a_stage_reads_or_writes_is_on_its_command_line():
+    # Code (.py) and the paper's numbers (paper/, read through vgg.paper) are the only implicit inputs;
+    # the manifest only triggers `prepare`, which reads the dataset named in params itself.
+    implicit = {"paper", "data/manifest.tsv"}
+    problems = []
+    for name, stage in expanded_stages().items():
+        tokens = stage["cmd"].split()
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+        for path in [d for d in stage["deps"] if not d.endswith(".py") and d not in implicit] + outs:
+            parents = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
+            if not any(p in tokens for p in parents):
+                problems.append(f"{name}: {path}")
+    assert not problems, "\n".join(problems)

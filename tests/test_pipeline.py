@@ -169,3 +169,42 @@ def test_repro_writes_table_11_and_a_transfer_param_reruns_only_transfer_stages(
     described = stages_to_run(path, env, "transfer.scales", [256, 384]) - {"manifest"}
     assert described == {"features_scenes@D", "features_scenes@E", "features_fewshot@D", "features_fewshot@E"}
     assert not any(s.startswith(("train", "evaluate", "fuse", "localise")) for s in described)
+
+
+def plain_greedy_merge(boxes, scores, threshold):
+    """OverFeat's greedy merging written again with plain Python lists, for checking saved results."""
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        area = lambda box: max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+        union = area(a) + area(b) - w * h
+        return w * h / union if union > 0 else 0.0
+    items = [[list(map(float, b)), float(s), 1] for b, s in zip(boxes, scores)]
+    while len(items) > 1:
+        best, pair = -1.0, None
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                v = iou(items[i][0], items[j][0])
+                if v > best:
+                    best, pair = v, (i, j)
+        if best <= threshold:
+            break
+        (bi, si, ni), (bj, sj, nj) = items[pair[0]], items[pair[1]]
+        items[pair[0]] = [[(x * ni + y * nj) / (ni + nj) for x, y in zip(bi, bj)], si + sj, ni + nj]
+        del items[pair[1]]
+    return max(items, key=lambda item: item[1])[0]
+
+
+def test_saved_dense_localisation_matches_an_independent_greedy_merge(repo):
+    path, _, _ = repo
+    dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
+    fused = dense["rows"]["fusion 256/256 + 384/352,384"]
+    parts = [dense["candidates"][k] for k in ("256/256", "384/352", "384/384")]
+    posterior = torch.stack([p["posteriors"] for p in parts]).mean(0)
+    for i in range(min(20, len(posterior))):
+        top = int(posterior[i].argmax())
+        assert top == int(fused["classes"][i, 0])
+        boxes = [b for p in parts for b in p["boxes"][i][:, top].tolist()]
+        scores = [s for p in parts for s in p["scores"][i][:, top].tolist()]
+        expected = plain_greedy_merge(boxes, scores, dense["merge_iou"])
+        assert fused["boxes"][i, 0].tolist() == pytest.approx(expected, abs=1e-3), i

@@ -13,6 +13,7 @@ import yaml
 
 import stages.fuse
 import stages.report
+from test_transfer import run_features_and_transfer
 from vgg import data, fusion, stats, tables
 from vgg.paper import PAPER_DIR, classification_rows
 from vgg.io import StageError
@@ -115,25 +116,6 @@ def write_loc_preds(root, n=200):
     torch.save({"rows": rows, "labels": labels, "true_boxes": true}, root / "dense.pt")
 
 
-def write_transfer_outputs(root):
-    """The features and transfer stages run for real on tiny untrained D and E (test_transfer's set-up)."""
-    import stages.features
-    import stages.transfer
-    from test_transfer import MEAN, save_tiny_model, tiny_transfer_params
-    params = tiny_transfer_params(root)
-    (root / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
-    for net in ("D", "E"):
-        model = root / "models" / f"{net}_256-512.pt"
-        save_tiny_model(model, net)
-        for task in ("scenes", "fewshot"):
-            stages.features.main(["--params", str(params), "--net-model", str(model), "--dataset", task,
-                                  "--mean-rgb", str(root / "mean_rgb.json"), "--out", str(root / "features" / task / f"{net}.pt")])
-    for task in ("scenes", "fewshot"):
-        stages.transfer.main(["--params", str(params), "--task", task, "--features", str(root / "features" / task / "D.pt"),
-                              str(root / "features" / task / "E.pt"), "--out", str(root / "metrics" / f"transfer_{task}.json"),
-                              "--preds", str(root / "preds" / "transfer" / f"{task}.pt")])
-
-
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A full set of the evaluate stage's predictions, the fused ensembles and training logs, the
@@ -143,7 +125,7 @@ def synthetic(tmp_path_factory):
     write_logs(root / "logs")
     write_loc_preds(root / "preds" / "loc")
     (root / "transfer").mkdir()
-    write_transfer_outputs(root / "transfer")
+    run_features_and_transfer(root / "transfer")  # the real stages on tiny untrained D and E
     params = write_params(root / "params.yaml")
     write_test_split(root / "test.pt")
     for name in ENSEMBLES:
@@ -151,7 +133,7 @@ def synthetic(tmp_path_factory):
                           "--out", str(root / "preds" / "ensembles" / f"{name}.pt")])
     (root / "preds" / "transfer").mkdir()
     for task in ("scenes", "fewshot"):
-        (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / "transfer" / f"{task}.pt").read_bytes())
+        (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / f"{task}.pt").read_bytes())
     return root
 
 

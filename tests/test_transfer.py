@@ -326,7 +326,8 @@ def save_tiny_model(path, net):
     io.atomic_save(models.model_record(model, kwargs, train_scale=(256, 512)), path)
 
 
-def test_features_and_transfer_stages_end_to_end(tmp_path):
+def run_features_and_transfer(tmp_path):
+    """The features and transfer stages on tiny untrained D and E: features/, metrics/ and preds/ in tmp_path."""
     params_path = tiny_transfer_params(tmp_path)
     (tmp_path / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
     for net in ("D", "E"):
@@ -336,18 +337,21 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
             stages.features.main(["--params", str(params_path), "--net-model", str(model_path),
                                   "--dataset", dataset, "--mean-rgb", str(tmp_path / "mean_rgb.json"),
                                   "--out", str(tmp_path / "features" / dataset / f"{net}.pt")])
-    scenes = transfer.load_features(tmp_path / "features" / "scenes" / "D.pt", "scenes")
-    assert scenes["scales"] == [256, 384, 512] and scenes["pixels"] == [32, 48, 64]
-    assert scenes["descriptors"][384].shape == (100, 32) and scenes["labels"].shape == (100, 10)
-    assert [len(scenes["splits"][s]) for s in transfer.SCENE_SPLITS] == [40, 20, 40]
-    preds = {}
     for task in transfer.TASKS:
         stages.transfer.main(["--params", str(params_path), "--task", task,
                               "--features", str(tmp_path / "features" / task / "D.pt"),
                               str(tmp_path / "features" / task / "E.pt"),
                               "--out", str(tmp_path / "metrics" / f"transfer_{task}.json"),
                               "--preds", str(tmp_path / "preds" / f"{task}.pt")])
-        preds[task] = transfer.load_predictions(tmp_path / "preds" / f"{task}.pt", task)
+
+
+def test_features_and_transfer_stages_end_to_end(tmp_path):
+    run_features_and_transfer(tmp_path)
+    scenes = transfer.load_features(tmp_path / "features" / "scenes" / "D.pt", "scenes")
+    assert scenes["scales"] == [256, 384, 512] and scenes["pixels"] == [32, 48, 64]
+    assert scenes["descriptors"][384].shape == (100, 32) and scenes["labels"].shape == (100, 10)
+    assert [len(scenes["splits"][s]) for s in transfer.SCENE_SPLITS] == [40, 20, 40]
+    preds = {task: transfer.load_predictions(tmp_path / "preds" / f"{task}.pt", task) for task in transfer.TASKS}
     with pytest.raises(StageError, match="not the transfer stage's predictions for task 'scenes'"):
         transfer.load_predictions(tmp_path / "preds" / "fewshot.pt", "scenes")
     metrics = {**json.loads((tmp_path / "metrics" / "transfer_scenes.json").read_text()),

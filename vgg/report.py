@@ -1,6 +1,7 @@
 """Render the paper's tables from the code and the saved results, beside the paper's numbers."""
 import pandas as pd
 
+from . import figures, paper, params, tables
 from .models import pools_for_crop
 from .tables import table1
 
@@ -182,3 +183,80 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
         lines += ["", "## Samples", "", "True boxes in orange, the fusion row's top-1 box in cyan "
                   "(class guessed above each image):", "", "![localisation samples](localisation_samples.png)"]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the report, part by part
+
+def _verdict_counts(claims):
+    counts = claims["verdict"].value_counts()
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))
+
+
+def localisation_part(loc_preds, dense, test_split, settings):
+    """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line)."""
+    rows = paper.localisation_rows()
+    table8, table9 = tables.table8(loc_preds, rows), tables.table9(dense, rows)
+    claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"], settings["bootstrap_seed"],
+                                        settings["confidence"])
+    fused = dense["rows"]["fusion 256/256 + 384/352,384"]
+    has_figure = test_split["kind"] == "tensor"
+
+    def draw(path):
+        figures.localisation_samples(test_split, fused["classes"][:, 0], fused["boxes"][:, 0], path)
+
+    files = {"table8.csv": table8.to_csv(), "table9.csv": table9.to_csv(),
+             "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
+                                                  settings["bootstrap_samples"], len(dense["labels"]), has_figure)}
+    if has_figure:
+        files["localisation_samples.png"] = draw
+    line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)"
+            + (", [samples](localisation_samples.png)" if has_figure else "")
+            + f"): localisation (App. A), {len(claims)} claims: {_verdict_counts(claims)}")
+    return files, tables.localisation_metrics(table8, table9, claims), line
+
+
+def transfer_part(preds, flat_metrics, settings):
+    """App. B: ({file name: text}, flat metrics, README line) from the transfer stages' outputs."""
+    rows = paper.transfer_rows()
+    scenes = preds["scenes"]
+    t11 = tables.table11(flat_metrics, rows, scenes["scales"], scenes["single_scale"])
+    claims = tables.transfer_claims(scenes, preds["fewshot"], rows, settings["bootstrap_samples"],
+                                    settings["bootstrap_seed"], settings["confidence"])
+    files = {"table11.csv": t11.to_csv(), "claims_transfer.csv": claims.to_csv(),
+             "table11.md": table11_page(t11, claims, settings["confidence"], settings["bootstrap_samples"],
+                                        {task: r["source"] for task, r in preds.items()})}
+    line = (f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): very deep "
+            f"features (App. B), {len(claims)} claims: {_verdict_counts(claims)}")
+    return files, tables.transfer_metrics(claims), line
+
+
+def write_files(files, directory):
+    """Each entry's text to directory/name, or its drawing function called with that path."""
+    for name, content in files.items():
+        if callable(content):
+            content(directory / name)
+        else:
+            (directory / name).write_text(content)
+
+
+def classification_part(model, data, rows, read, frames, claims, curves, test_split, settings, n_images):
+    """Tables 1-7, the claims and the figures: {file name: text, or a function drawing to a path}."""
+    t2 = tables.table2(params.model_kwargs(model))
+    files = {"table1.md": table1_page(model), "table2.csv": t2.to_csv(index=False), "table2.md": table2_page(t2)}
+    intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
+             f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
+             f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions.")
+    literature = frames["table7"]["source"].str.startswith("paper")
+    sections = {"table7": {"The paper's comparison (ILSVRC-2012)": literature,
+                           f"Ours ({data['dataset']}) beside published results on it": ~literature}}
+    for name, frame in frames.items():
+        files[f"{name}.csv"] = frame.to_csv()
+        files[f"{name}.md"] = results_page(TABLE_TITLES[name], intro, frame, sections.get(name))
+    files["claims.csv"] = claims.to_csv()
+    files["claims.md"] = claims_page(claims, settings["confidence"], settings["bootstrap_samples"])
+    if test_split["kind"] == "tensor":  # the derived Fashion-MNIST images and their boxes
+        files["samples.png"] = lambda path: figures.sample_images(test_split, path)
+    files["training_curves.png"] = lambda path: figures.training_curves(curves, path)
+    files["error_vs_depth.png"] = lambda path: figures.error_vs_depth(tables.depth_errors(frames["table3"]), path)
+    files["error_vs_test_scale.png"] = lambda path: figures.error_vs_test_scale(tables.scale_errors(rows, read), path)
+    return files
