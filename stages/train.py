@@ -129,5 +129,6 @@ def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs,
         print(f"train: {run}: val top-1 error {last['val_top1_err']:.2f}%, top-5 {last['val_top5_err']:.2f}% "
               f"after {last['epoch']} epochs in {seconds:.0f} s -> {out}")
 
+
 if __name__ == "__main__":
     main()
