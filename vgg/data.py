@@ -162,8 +162,9 @@ def manifest(data):
 
 
 def read_voc_boxes(path):
-    """(class name, (x0, y0, x1, y1)) of every <object> of a VOC / ILSVRC annotation XML. Their
-    xmin..xmax are 1-based inclusive pixel indices: here 0-based with x1, y1 exclusive, as `tight_boxes`."""
+    """(class name, (x0, y0, x1, y1) or None where it has no <bndbox>) of every <object> of a VOC /
+    ILSVRC annotation XML. Their xmin..xmax are 1-based inclusive pixel indices: here 0-based with
+    x1, y1 exclusive, as `tight_boxes`."""
     import xml.etree.ElementTree as ET
     try:
         tree = ET.parse(path)
@@ -172,11 +173,14 @@ def read_voc_boxes(path):
     objects = []
     for obj in tree.getroot().iter("object"):
         box = obj.find("bndbox")
+        if box is None:
+            objects.append((obj.findtext("name", "").strip(), None))
+            continue
         try:
             x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError):
-            raise StageError(f"{path}: an <object> without a numeric <bndbox>") from None
-        objects.append((obj.findtext("name", ""), (x0 - 1, y0 - 1, x1, y1)))
+            raise StageError(f"{path}: an <object> whose <bndbox> is not numeric") from None
+        objects.append((obj.findtext("name", "").strip(), (x0 - 1, y0 - 1, x1, y1)))
     return objects
 
 
@@ -194,7 +198,7 @@ def imagefolder_boxes(box_dir, paths):
         mirrored = (box_dir / rel).with_suffix(".xml")  # a box tree laid out like the image tree
         xml = mirrored if mirrored.is_file() else index.get(Path(rel).stem)
         if xml is not None:
-            found = [box for _, box in read_voc_boxes(xml)]
+            found = [box for _, box in read_voc_boxes(xml) if box is not None]
             if found:
                 boxes[i] = torch.tensor(max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])))
     return boxes

@@ -52,6 +52,42 @@ def _test_images(dataset, scale, mean, device, num_workers):
         yield index, rescale(image.to(device, non_blocking=True), scale) - mean
 
 
+def _item_image(images, i):
+    if hasattr(images, "image"):  # vgg.data.ImageSet: labels may be multi-hot rows
+        return images.image(i)
+    item = images[i]
+    return item[0] if isinstance(item, tuple) else item
+
+
+def equal_shape_batches(images, per_step):
+    """(indices, uint8 batch) of at most `per_step` images of one shape, every image once (in-memory
+    tensors in order; files grouped by shape, so callers place results by index).
+
+    A tensor is cut into consecutive batches; a dataset of files of many sizes is grouped by shape
+    as `vgg.evaluate.dense_evaluate` does, holding back a bounded number of images.
+    """
+    if isinstance(images, torch.Tensor):
+        for start in range(0, len(images), per_step):
+            yield list(range(start, min(start + per_step, len(images)))), images[start:start + per_step]
+        return
+    pending = {}
+    for i in range(len(images)):
+        image = _item_image(images, i)
+        group = pending.setdefault(tuple(image.shape), [])
+        group.append((i, image))
+        if len(group) == per_step:
+            shape = tuple(image.shape)
+        elif sum(map(len, pending.values())) > MAX_PENDING_BATCHES * per_step:
+            shape = max(pending, key=lambda s: len(pending[s]))
+        else:
+            continue
+        indices, batch = zip(*pending.pop(shape))
+        yield list(indices), torch.stack(batch)
+    for group in pending.values():
+        indices, batch = zip(*group)
+        yield list(indices), torch.stack(batch)
+
+
 def centre_on_pooling_grid(x, stride):
     """Drop from the top and left half the rows and columns that do not fill a `stride`-pixel
     pooling cell, so the score map's cells sit centred on the image.

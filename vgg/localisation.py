@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
-from .evaluate import centre_on_pooling_grid
+from .evaluate import centre_on_pooling_grid, equal_shape_batches
 from .transforms import rescaled_size
 
 REGRESSIONS = ("SCR", "PCR")
@@ -142,14 +142,9 @@ def image_size(dataset, i):
     return tuple(images.shape[-2:]) if images is not None else tuple(dataset.image(i).shape[-2:])
 
 
-def batches(dataset, batch_size):
-    """(indices, N x 3 x H x W uint8 images of one size): in-memory splits in batches, files one by one."""
-    if dataset.split["kind"] == "tensor":
-        for start in range(0, len(dataset), batch_size):
-            yield list(range(start, min(start + batch_size, len(dataset)))), dataset.split["images"][start:start + batch_size]
-    else:
-        for i in range(len(dataset)):
-            yield [i], dataset.image(i)[None]
+def _images(dataset):
+    """What equal_shape_batches takes: an in-memory split's tensor (batches in order), else the set."""
+    return dataset.split["images"] if dataset.split["kind"] == "tensor" else dataset
 
 
 def targets_of(labels, crop_boxes, crop):
@@ -201,14 +196,15 @@ def centre_crop_boxes(model, dataset, labels, scale, mean, regression, batch_siz
     model.eval().to(device)
     crop = model.crop
     transform = TestTransform(scale, mean)
-    out = []
-    for indices, images in batches(dataset, batch_size):
+    out = torch.empty(len(dataset), 4)
+    for indices, images in equal_shape_batches(_images(dataset), batch_size):
         height, width = images.shape[-2:]
         (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
         x = centre_crop(transform(images), crop).to(device)
         pred = class_boxes(model(x).float().cpu(), labels[indices], regression)
-        out.append(boxes_from_crop(box_convert(pred.double() * crop, "cxcywh", "xyxy"), height, width, (h, w), top, left))
-    return torch.cat(out).float()
+        out[indices] = boxes_from_crop(box_convert(pred.double() * crop, "cxcywh", "xyxy"), height, width,
+                                       (h, w), top, left).float()
+    return out
 
 
 @torch.no_grad()
@@ -221,8 +217,8 @@ def dense_predictions(loc_model, cls_model, dataset, scale, mean, regression, ba
     cls_model.eval().to(device)
     transform = TestTransform(scale, mean)
     crop, stride = loc_model.crop, loc_model.stride
-    out = []
-    for _, images in batches(dataset, batch_size):
+    out = [None] * len(dataset)
+    for indices, images in equal_shape_batches(_images(dataset), batch_size):
         height, width = images.shape[-2:]
         x = transform(images)
         h, w = x.shape[-2:]
@@ -240,7 +236,10 @@ def dense_predictions(loc_model, cls_model, dataset, scale, mean, regression, ba
         xyxy = box_convert(maps.double() * crop, "cxcywh", "xyxy")
         xyxy = xyxy + torch.stack(torch.broadcast_tensors(ox, oy, ox, oy), -1)[None]
         boxes = (xyxy * torch.tensor([width / w, height / h] * 2, dtype=torch.float64)).float()
-        out += zip(boxes.reshape(n, gh * gw, classes, 4).unbind(0), cls.permute(0, 2, 3, 1).reshape(n, gh * gw, classes).unbind(0))
+        per_image = zip(boxes.reshape(n, gh * gw, classes, 4).unbind(0),
+                        cls.permute(0, 2, 3, 1).reshape(n, gh * gw, classes).unbind(0))
+        for i, candidates in zip(indices, per_image):
+            out[i] = candidates
     return out
 
 

@@ -9,7 +9,6 @@ end. Scales are in pixels inside this module (the stages convert the paper's Q).
 """
 import math
 import warnings
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
-from .data import FASHION_MNIST_CLASSES, IMAGE_SUFFIXES, ImageSet, limit, load_fashion_mnist
+from .data import FASHION_MNIST_CLASSES, IMAGE_SUFFIXES, ImageSet, limit, load_fashion_mnist, read_voc_boxes
 from .device import autocast
-from .evaluate import MAX_PENDING_BATCHES, centre_on_pooling_grid
+from .evaluate import centre_on_pooling_grid, equal_shape_batches
 from .io import StageError, load
 from .transforms import rescale
 
@@ -51,41 +50,6 @@ def l2_normalise(x):
     return F.normalize(x, dim=-1)
 
 
-def _image(images, i):
-    if hasattr(images, "image"):  # vgg.data.ImageSet: labels may be multi-hot rows
-        return images.image(i)
-    item = images[i]
-    return item[0] if isinstance(item, tuple) else item
-
-
-def _equal_shape_batches(images, per_step):
-    """(indices, uint8 batch) of at most `per_step` images of one shape, every image once.
-
-    A tensor is cut into consecutive batches; a dataset of files of many sizes is grouped by shape
-    as `vgg.evaluate.dense_evaluate` does, holding back a bounded number of images.
-    """
-    if isinstance(images, torch.Tensor):
-        for start in range(0, len(images), per_step):
-            yield list(range(start, min(start + per_step, len(images)))), images[start:start + per_step]
-        return
-    pending = {}
-    for i in range(len(images)):
-        image = _image(images, i)
-        group = pending.setdefault(tuple(image.shape), [])
-        group.append((i, image))
-        if len(group) == per_step:
-            shape = tuple(image.shape)
-        elif sum(map(len, pending.values())) > MAX_PENDING_BATCHES * per_step:
-            shape = max(pending, key=lambda s: len(pending[s]))
-        else:
-            continue
-        indices, batch = zip(*pending.pop(shape))
-        yield list(indices), torch.stack(batch)
-    for group in pending.values():
-        indices, batch = zip(*group)
-        yield list(indices), torch.stack(batch)
-
-
 @torch.inference_mode()
 def scale_descriptors(model, images, scales, mean, batch_size, device, bf16=False):
     """S x N x D: per scale Q (pixels), each image's App. B descriptor before aggregation over scales.
@@ -98,7 +62,7 @@ def scale_descriptors(model, images, scales, mean, batch_size, device, bf16=Fals
     model = model.eval().to(device, memory_format=torch.channels_last)
     mean = torch.as_tensor(mean, dtype=torch.float32, device=device)[:, None, None]
     out = torch.empty(len(scales), len(images), model.classifier[3].out_features)
-    for indices, batch in _equal_shape_batches(images, max(1, batch_size // 2)):
+    for indices, batch in equal_shape_batches(images, max(1, batch_size // 2)):
         batch = batch.to(device)
         n = len(indices)
         for s, size in enumerate(scales):
@@ -509,11 +473,7 @@ def read_voc2007(root, image_sets=("train", "val", "test")):
         labels = torch.zeros(len(ids), len(VOC_CLASSES), dtype=torch.uint8)
         for i, image_id in enumerate(ids):
             xml = voc / "Annotations" / f"{image_id}.xml"
-            try:
-                names = [obj.findtext("name", "").strip() for obj in ET.parse(xml).getroot().iter("object")]
-            except (OSError, ET.ParseError) as exc:
-                raise StageError(f"{xml}: unreadable annotation ({exc.__class__.__name__})") from None
-            for class_name in names:
+            for class_name, _ in read_voc_boxes(xml):
                 if class_name not in VOC_CLASSES:
                     raise StageError(f"{xml}: unknown VOC class {class_name!r}")
                 labels[i, VOC_CLASSES.index(class_name)] = 1
