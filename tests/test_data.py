@@ -48,8 +48,8 @@ def make_imagefolder(root, classes=CLASSES, n_train=4, n_val=2):
 
 def data_section(root, **overrides):
     return {"dataset": "imagefolder", "root": str(root), "val_size": 3, "seed": 0,
-            "object_scale": [1.0, 1.0], "train_limit": 0, "test_limit": 0, "verify_images": True, "box_dir": "",
-            **overrides}
+            "object_scale": [1.0, 1.0], "object_spread": 1.0, "canvas": 28, "train_limit": 0, "test_limit": 0,
+            "verify_images": True, "box_dir": "", **overrides}
 
 
 def write_params(path, data_params):
@@ -251,7 +251,7 @@ def fashion_mnist():
 
 def fashion_section(**overrides):
     return {"dataset": "fashion_mnist", "root": str(FASHION_MNIST), "val_size": 50, "seed": 0,
-            "object_scale": [0.5, 1.0], "train_limit": 300, "test_limit": 100, "verify_images": True, **overrides}
+            "object_scale": [0.5, 1.0], "object_spread": 1.0, "canvas": 28, "train_limit": 300, "test_limit": 100, "verify_images": True, **overrides}
 
 
 @needs_fashion_mnist
@@ -328,6 +328,30 @@ def test_object_scale_1_is_plain_fashion_mnist(fashion_mnist):
     out, boxes = data.scale_objects(images, [1.0, 1.0], seed=0)
     assert torch.equal(out, images)
     assert torch.equal(boxes, data.tight_boxes(images))
+
+
+@needs_fashion_mnist
+def test_larger_canvas_keeps_garments_at_native_size_near_the_centre(fashion_mnist):
+    images = fashion_mnist["test"][0][:2000]
+    native = data.tight_boxes(images)
+    out, boxes = data.scale_objects(images, [0.35, 0.7], seed=5, canvas=56, spread=0.5)
+    assert out.shape == (2000, 3, 56, 56)
+    assert torch.equal(boxes, data.tight_boxes(out))
+    # Side = factor x 56 px, factor in [0.35, 0.7]: 20-39 px frames, so a garment's box is
+    # 0.7-1.4 of its 28-px original's (interpolation may light one more pixel on a narrow one).
+    ratio = (boxes[:, 2] - boxes[:, 0]).double() / (native[:, 2] - native[:, 0])
+    assert ratio.min() > 0.6 and ratio.max() < 1.7 and 0.9 < ratio.median() < 1.1
+    assert (ratio > 1.45).float().mean() < 0.05
+    # spread 0.5: each frame's top-left corner in the middle half of its free space, so every
+    # box centre is within a quarter of the canvas of the middle, and they do vary.
+    centre = (boxes[:, :2] + boxes[:, 2:]).double() / 2
+    assert ((centre - 28).abs() <= 14 + 1).all()
+    assert centre.std(0).min() > 2
+    anywhere = data.tight_boxes(data.scale_objects(images, [0.35, 0.7], seed=5, canvas=56, spread=1.0)[0])
+    assert ((anywhere[:, :2] + anywhere[:, 2:]).double() / 2 - 28).abs().max() > 16
+    # Factor 1 on a 56-px canvas: the garment upsampled 2x, filling it as plain Fashion-MNIST does.
+    whole, whole_boxes = data.scale_objects(images[:50], [1.0, 1.0], seed=0, canvas=56)
+    assert torch.equal(whole_boxes, native[:50] * 2) or (whole_boxes - native[:50] * 2).abs().max() <= 1
 
 
 def test_limit_takes_a_seeded_class_stratified_subset():

@@ -237,33 +237,42 @@ def limit(labels, count, seed):
     return order[turns.argsort()[:count]].sort().values
 
 
-def scale_objects(images, object_scale, seed):
-    """Scale-varied copies of 28 x 28 images (N x 3 x H x W uint8) and each object's tight box.
+def scale_objects(images, object_scale, seed, canvas=None, spread=1.0):
+    """Scale-varied copies of N x 3 x H x W uint8 images on `canvas` x `canvas` px (default H), and
+    each object's tight box.
 
-    Each image is shrunk by a factor drawn log-uniformly from `object_scale` ([min, max]) and pasted
-    at a random position on a black canvas of the same size, so objects appear at many scales and
-    places, as ILSVRC's do (what scale jittering, §3.1, and multi-scale testing, §4.2, exploit).
+    Each image is resized to a side of `factor` x `canvas` px, `factor` drawn log-uniformly from
+    `object_scale` ([min, max]), and pasted at a random position on a black canvas, so objects appear
+    at many scales and places, as ILSVRC's do (what scale jittering, §3.1, and multi-scale testing,
+    §4.2, exploit). A canvas larger than the image stores garments at up to their native 28 px while
+    the net at S=256 sees the canvas shrunk to 32 px: as with ILSVRC's ~400-px photos, a larger S
+    then shows more of each object's detail, not only a larger picture of it.
     Boxes are (x0, y0, x1, y1) in pixels, x1 and y1 exclusive: the tight box of each derived image's
     non-zero pixels (Fashion-MNIST's background is exactly 0). Same numbers on every machine for a seed.
+    `spread` is the share of the free space the object's position ranges over, centred: 1 = anywhere
+    on the canvas, 0 = always in the middle (photographers centre their subject; ILSVRC's objects are
+    near the image centre far more often than near its edges).
     """
-    n, _, height, width = images.shape
+    n, channels, height, width = images.shape
+    canvas = height if canvas is None else canvas
     g = torch.Generator().manual_seed(seed)
     lo, hi = (math.log(v) for v in object_scale)
     factor = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64))
-    size = (factor * height).round().long().clamp(1, height)
+    size = (factor * canvas).round().long().clamp(1, canvas)
     u_top, u_left = torch.rand(2, n, generator=g, dtype=torch.float64)
-    top = (u_top * (height - size + 1)).long()
-    left = (u_left * (width - size + 1)).long()
-    out = torch.zeros_like(images)
+    free = canvas - size
+    top = ((free - spread * free) / 2 + u_top * (spread * free + 1)).long().clamp(max=free)
+    left = ((free - spread * free) / 2 + u_left * (spread * free + 1)).long().clamp(max=free)
+    out = torch.zeros(n, channels, canvas, canvas, dtype=images.dtype)
     for s in size.unique().tolist():
         members = (size == s).nonzero().flatten()
-        if s == height:  # factor 1: the image itself (plain Fashion-MNIST)
-            out[members] = images[members]
-            continue
-        shrunk = F.interpolate(images[members].float(), size=(s, s), mode="bilinear", align_corners=False,
-                               antialias=True).round().clamp(0, 255).to(torch.uint8)
+        if s == height == width:  # the image as it is (plain Fashion-MNIST at canvas 28)
+            resized = images[members]
+        else:  # antialiased when shrinking; plain bilinear when enlarging
+            resized = F.interpolate(images[members].float(), size=(s, s), mode="bilinear", align_corners=False,
+                                    antialias=True).round().clamp(0, 255).to(torch.uint8)
         for j, i in enumerate(members.tolist()):
-            out[i, :, top[i]:top[i] + s, left[i]:left[i] + s] = shrunk[j]
+            out[i, :, top[i]:top[i] + s, left[i]:left[i] + s] = resized[j]
     return out, tight_boxes(out)
 
 
@@ -287,7 +296,8 @@ def prepare(data):
         store = {}
         for offset, (split, (images, labels)) in enumerate(raw.items()):
             # Derived before any subset is taken, so a smoke run sees the full run's images.
-            images, boxes = scale_objects(images, data["object_scale"], data["seed"] * 1000 + offset)
+            images, boxes = scale_objects(images, data["object_scale"], data["seed"] * 1000 + offset,
+                                          data["canvas"], data["object_spread"])
             store[split] = {"kind": "tensor", "images": images, "labels": labels, "boxes": boxes}
         classes, source = list(FASHION_MNIST_CLASSES), "Fashion-MNIST"
         lo, hi = data["object_scale"]

@@ -63,6 +63,8 @@ SCHEMA = {
         "val_size": (int, _positive, "must be > 0"),
         "seed": (int, None, ""),
         "object_scale": (list, _object_scale, "must be [min, max] with 0 < min <= max <= 1"),
+        "canvas": (int, _positive, "must be > 0 (pixels)"),
+        "object_spread": (NUMBER, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
         "train_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "test_limit": (int, _non_negative, "must be >= 0 (0 = all)"),
         "verify_images": (bool, None, ""),

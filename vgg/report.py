@@ -87,14 +87,17 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
     ]
     if data["dataset"] == "fashion_mnist":
         lo, hi = data["object_scale"]
+        canvas, spread = data["canvas"], data["object_spread"]
+        where = ("at a random position" if spread == 1 else
+                 f"at a random position within the middle {spread:g} of its free space")
         lines.append(
             "- **Objects at many scales**: " + (
-                "plain Fashion-MNIST (object_scale [1, 1]): every garment fills its 28-px frame, at one scale."
+                f"plain Fashion-MNIST (object_scale [1, 1]): every garment fills its {canvas}-px frame, at one scale."
                 if (lo, hi) == (1, 1) else
-                f"every train, validation and test garment is shrunk by a factor drawn log-uniformly from "
-                f"[{lo}, {hi}] and placed at a random position of its 28-px canvas (`data.object_scale`, "
-                f"seed `data.seed`), so objects vary in scale as ILSVRC's do; each image keeps its "
-                f"object's tight box." + (" Samples, boxes in orange:" if samples else "")))
+                f"every train, validation and test garment is resized to a side of {lo}-{hi} of a "
+                f"{canvas}-px canvas (log-uniform, `data.object_scale`, `data.canvas`) and placed {where} "
+                f"(`data.object_spread`, seed `data.seed`), so objects vary in scale as ILSVRC's do; each "
+                f"image keeps its object's tight box." + (" Samples, boxes in orange:" if samples else "")))
         if samples:
             lines += ["", "  ![test images with their object boxes](samples.png)", ""]
     lines += [
