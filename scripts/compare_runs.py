@@ -3,12 +3,14 @@
     python -m scripts.compare_runs default=HEAD plain=<exp-or-commit> [...] > docs/runs_compared.md
 
 Each NAME=REV is a git revision or a DVC experiment name (`dvc exp show` lists them); the run's
-committed `reports/*.csv` are read from it with `git show`, so nothing needs checking out.
+committed `reports/*.csv` are read from it with `git show`, so nothing needs checking out. REV may
+also be a directory holding table3-6.csv and claims.csv (`scripts/classification_claims.py`).
 """
 import argparse
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -19,7 +21,9 @@ OURS = "top-1 err (ours)"
 
 
 def resolve(rev):
-    """A git revision, or the commit of a DVC experiment of that name."""
+    """A git revision, the commit of a DVC experiment of that name, or a directory of CSVs."""
+    if Path(rev).is_dir():
+        return Path(rev)
     if subprocess.run(["git", "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], capture_output=True).returncode == 0:
         return rev
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
@@ -31,6 +35,8 @@ def resolve(rev):
 
 
 def read_csv(rev, path, **kwargs):
+    if isinstance(rev, Path):
+        return pd.read_csv(rev / Path(path).name, **kwargs)
     text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if text.returncode != 0:
         sys.exit(f"error: {rev}:{path}: not found")

@@ -52,3 +52,14 @@ def test_an_unknown_revision_is_a_one_line_error(repo, capsys):
     with pytest.raises(SystemExit) as info:
         compare_runs.main(["x=no-such-experiment"])
     assert str(info.value) == "error: no-such-experiment: neither a git revision nor a DVC experiment"
+
+
+def test_a_directory_of_csvs_is_a_run(repo):
+    # As scripts/classification_claims.py writes them: the changed commit's CSVs in a plain directory.
+    directory = repo / "runs" / "changed"
+    directory.mkdir(parents=True)
+    for name in ("table3", "table4", "table5", "table6", "claims"):
+        shutil.copy(repo / "reports" / f"{name}.csv", directory)
+    page = compare_runs.compare({"before": "HEAD~1", "after": compare_runs.resolve(str(directory))})
+    assert "99.50" in page
+    assert page == compare_runs.compare({"before": "HEAD~1", "after": "HEAD"})

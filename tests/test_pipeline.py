@@ -125,6 +125,14 @@ def test_repro_renders_every_table_and_metric(repo):
     assert metrics["table3.A.S256.Q256.top1"] == pytest.approx(err, abs=1e-3)
 
 
+def test_classification_claims_script_writes_the_reports_tables_and_claims(repo):
+    path, env, _ = repo
+    sh(f"python -m scripts.classification_claims --out {path / 'runs' / 'same'}", path, env)
+    for name in ("table3.csv", "table4.csv", "table5.csv", "table6.csv", "claims.csv"):
+        assert (path / "runs" / "same" / name).read_text() == (path / "reports" / name).read_text(), name
+    shutil.rmtree(path / "runs")
+
+
 def test_run_cache_restores_a_trained_model_instead_of_training_again(repo):
     # Curves are plots and numbers metrics (not cache: false outs, not persisted checkpoints),
     # so DVC's run cache keeps every training: going back to old params restores, never retrains.

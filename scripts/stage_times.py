@@ -1,0 +1,73 @@
+"""Per-stage wall times of the last `dvc repro`, from the write times of each stage's outputs.
+
+`dvc repro` runs stages one after another and prints no times; a stage's outputs are written at its
+end, so the gap between one stage's newest output and the previous one's is that stage's time
+(the first stage's is counted from `--start`, a Unix time, when given). Stages restored from the
+cache or skipped keep old outputs and are left out, so run it after a repro that ran everything.
+
+    python -m scripts.stage_times [--start $(date +%s) taken before dvc repro]
+"""
+import argparse
+import os
+from pathlib import Path
+
+import yaml
+
+# Report groups: stage-name prefix -> part of the pipeline.
+PARTS = [
+    (("manifest", "prepare", "mean_rgb", "init_scratch", "init_from_a"), "data + init"),
+    (("train_scratch", "train_256", "finetune_384", "finetune_jitter"), "classification training"),
+    (("evaluate_dense", "evaluate_multi_crop", "fuse_"), "classification evaluation + fusion"),
+    (("train_loc", "evaluate_loc", "localise_dense"), "localisation (App. A)"),
+    (("features_", "transfer_"), "transfer (App. B)"),
+    (("report",), "report"),
+]
+
+
+def newest_mtime(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_mtime
+    times = [Path(root, f).stat().st_mtime for root, _, files in os.walk(path) for f in files]
+    return max(times) if times else None
+
+
+def stage_finish_times(lock):
+    finished = {}
+    for name, stage in lock["stages"].items():
+        times = [newest_mtime(out["path"]) for out in stage.get("outs", []) if Path(out["path"]).exists()]
+        times = [t for t in times if t is not None]
+        if times:
+            finished[name] = max(times)
+    return sorted(finished.items(), key=lambda kv: kv[1])
+
+
+def part_of(name):
+    for prefixes, part in PARTS:
+        if name.startswith(prefixes):
+            return part
+    return "other"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lock", default="dvc.lock")
+    parser.add_argument("--start", type=float, help="Unix time the repro started (else the first stage is left out)")
+    args = parser.parse_args(argv)
+    order = stage_finish_times(yaml.safe_load(Path(args.lock).read_text()))
+    previous = args.start
+    parts = {}
+    for name, finished in order:
+        if previous is not None:
+            seconds = finished - previous
+            print(f"{name:40s} {seconds:8.1f} s")
+            parts[part_of(name)] = parts.get(part_of(name), 0.0) + seconds
+        previous = finished
+    print()
+    for part, seconds in parts.items():
+        print(f"{part:40s} {seconds:8.1f} s")
+    print(f"{'total':40s} {sum(parts.values()):8.1f} s")
+
+
+if __name__ == "__main__":
+    main()
