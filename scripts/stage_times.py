@@ -3,7 +3,7 @@
 `dvc repro` runs stages one after another and prints no times; a stage's outputs are written at its
 end, so the gap between one stage's newest output and the previous one's is that stage's time
 (the first stage's is counted from `--start`, a Unix time, when given). Stages restored from the
-cache or skipped keep old outputs and are left out, so run it after a repro that ran everything.
+cache or skipped keep old outputs: with `--start` they are left out.
 
     python -m scripts.stage_times [--start $(date +%s) taken before dvc repro]
 """
@@ -32,12 +32,16 @@ def newest_mtime(path):
     return max(times) if times else None
 
 
-def stage_finish_times(lock):
+def stage_finish_times(lock, defined=None, start=None):
+    """(stage, time its newest output was written), oldest first; only stages `defined` in dvc.yaml
+    (a lock may keep entries of removed stages) and written after `start`."""
     finished = {}
     for name, stage in lock["stages"].items():
+        if defined is not None and name.split("@")[0] not in defined:
+            continue
         times = [newest_mtime(out["path"]) for out in stage.get("outs", []) if Path(out["path"]).exists()]
         times = [t for t in times if t is not None]
-        if times:
+        if times and (start is None or max(times) >= start):
             finished[name] = max(times)
     return sorted(finished.items(), key=lambda kv: kv[1])
 
@@ -52,9 +56,11 @@ def part_of(name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lock", default="dvc.lock")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml")
     parser.add_argument("--start", type=float, help="Unix time the repro started (else the first stage is left out)")
     args = parser.parse_args(argv)
-    order = stage_finish_times(yaml.safe_load(Path(args.lock).read_text()))
+    defined = set(yaml.safe_load(Path(args.dvc_yaml).read_text())["stages"])
+    order = stage_finish_times(yaml.safe_load(Path(args.lock).read_text()), defined, args.start)
     previous = args.start
     parts = {}
     for name, finished in order:
