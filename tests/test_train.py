@@ -113,7 +113,10 @@ def test_two_processes_match_one(tiny_data, tmp_path):
     assert "2 process(es) on cpu" in log
     a, b = weights(one / "A.pt"), weights(two / "A.pt")
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+        # Measured 2026-12-01 on the 56-px tiny data: at most 9.4e-5 apart on conv weights of
+        # magnitude 0.15-0.32 (oneDNN kernels differ between per-process batches of 32 and 64);
+        # rounding-sized; a wrong gradient average would differ by the size of the updates (not measured).
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=3e-4, msg=key)
     ha = torch.load(one / "A.pt", weights_only=False)["history"]
     hb = torch.load(two / "A.pt", weights_only=False)["history"]
     assert [h["val_top1"] for h in ha] == [h["val_top1"] for h in hb]
