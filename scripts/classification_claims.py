@@ -13,7 +13,7 @@ and this writes table3-6.csv and claims.csv exactly as `report` does (same code)
 import argparse
 from pathlib import Path
 
-from vgg import fusion, io, paper, params, tables
+from vgg import io, params, tables
 
 
 def main(argv=None):
@@ -23,22 +23,12 @@ def main(argv=None):
     parser.add_argument("--ensembles", default="preds/ensembles", type=Path)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    all_params = params.load_params(args.params)
-    data = params.section(all_params, "data")
-    settings = params.section(all_params, "report")
-    ensembles = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
-    rows = paper.classification_rows()
-    tables.check_runs(settings["runs"], rows)
-    read = fusion.preds_reader(args.preds)
-    results = tables.evaluate_rows(rows, read, ensembles, fusion.fused_reader(args.ensembles))
-    references = paper.paper_csv("fashion_mnist_reference.csv") if data["dataset"] == "fashion_mnist" else None
-    frames = tables.tables(rows, results, references)
-    claims = tables.claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"], settings["confidence"])
+    found = tables.classification(params.load_params(args.params), args.preds, args.ensembles)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("table3", "table4", "table5", "table6"):
-        io.atomic_write_text(frames[name].to_csv(), args.out / f"{name}.csv")
-    io.atomic_write_text(claims.to_csv(), args.out / "claims.csv")
-    print(f"classification_claims: {args.out}: {claims['verdict'].value_counts().to_dict()}")
+        io.atomic_write_text(tables.to_csv(found.frames[name]), args.out / f"{name}.csv")
+    io.atomic_write_text(tables.to_csv(found.claims), args.out / "claims.csv")
+    print(f"classification_claims: {args.out}: {found.claims['verdict'].value_counts().to_dict()}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from vgg import fusion, io, paper, params, report, tables, transfer
+from vgg import io, params, report, tables, transfer
 
 
 @io.stage_main
@@ -29,19 +29,12 @@ def main(argv=None):
     model = params.section(all_params, "model")
     data = params.section(all_params, "data")
     schedules = {name: params.schedule(all_params, name) for name in ("train", "finetune", "jitter")}
-    ensembles = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
     settings = params.section(all_params, "report")
     compute = io.read_json(args.compute, "compute file") if args.compute else None
-    rows = paper.classification_rows()
-    tables.check_runs(settings["runs"], rows)
 
     # Everything is computed before anything is written: a failure leaves no half report.
-    read = fusion.preds_reader(args.preds)
-    results = tables.evaluate_rows(rows, read, ensembles, fusion.fused_reader(args.ensembles))
-    references = paper.paper_csv("fashion_mnist_reference.csv") if data["dataset"] == "fashion_mnist" else None
-    frames = tables.tables(rows, results, references)
-    claims = tables.claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"],
-                           settings["confidence"])
+    found = tables.classification(all_params, args.preds, args.ensembles)
+    rows, read, results, frames, claims = found.rows, found.read, found.results, found.frames, found.claims
     curves = tables.load_curves(args.logs, settings["runs"])
     test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)

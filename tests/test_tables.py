@@ -1,5 +1,6 @@
 """Tables 3-7 and the claims are computed from saved posteriors, row for row in the paper's order."""
 import copy
+import io as stdio
 import json
 import zlib
 from dataclasses import replace
@@ -384,3 +385,14 @@ def test_report_runs_must_cover_the_tables(synthetic, tmp_path, capsys):
         stages.report.main(report_args(synthetic, params, tmp_path))
     assert capsys.readouterr().err.startswith("error: report.runs: lacks D_384")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_report_csvs_keep_six_significant_digits_and_read_back():
+    # A bootstrap bound such as 0.6002499999999963 is written 0.60025; a count stays exact.
+    frame = pd.DataFrame({"CI high": [0.6002499999999963, 18.120000000000005], "images": [10000, 5000]},
+                         index=pd.Index(["a", "b"], name="key"))
+    text = tables.to_csv(frame)
+    assert text.splitlines() == ["key,CI high,images", "a,0.60025,10000", "b,18.12,5000"]
+    back = pd.read_csv(stdio.StringIO(text), index_col="key")
+    assert np.allclose(back["CI high"], frame["CI high"], rtol=1e-5)
+    assert (back["images"] == frame["images"]).all()

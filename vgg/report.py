@@ -207,7 +207,7 @@ def localisation_part(loc_preds, dense, test_split, settings):
     def draw(path):
         figures.localisation_samples(test_split, fused["classes"][:, 0], fused["boxes"][:, 0], path)
 
-    files = {"table8.csv": table8.to_csv(), "table9.csv": table9.to_csv(),
+    files = {"table8.csv": tables.to_csv(table8), "table9.csv": tables.to_csv(table9),
              "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
                                                   settings["bootstrap_samples"], len(dense["labels"]), has_figure)}
     if has_figure:
@@ -225,7 +225,7 @@ def transfer_part(preds, flat_metrics, settings):
     t11 = tables.table11(flat_metrics, rows, scenes["scales"], scenes["single_scale"])
     claims = tables.transfer_claims(scenes, preds["fewshot"], rows, settings["bootstrap_samples"],
                                     settings["bootstrap_seed"], settings["confidence"])
-    files = {"table11.csv": t11.to_csv(), "claims_transfer.csv": claims.to_csv(),
+    files = {"table11.csv": tables.to_csv(t11), "claims_transfer.csv": tables.to_csv(claims),
              "table11.md": table11_page(t11, claims, settings["confidence"], settings["bootstrap_samples"],
                                         {task: r["source"] for task, r in preds.items()})}
     line = (f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): very deep "
@@ -245,7 +245,7 @@ def write_files(files, directory):
 def classification_part(model, data, rows, read, frames, claims, curves, test_split, settings, n_images):
     """Tables 1-7, the claims and the figures: {file name: text, or a function drawing to a path}."""
     t2 = tables.table2(params.model_kwargs(model))
-    files = {"table1.md": table1_page(model), "table2.csv": t2.to_csv(index=False), "table2.md": table2_page(t2)}
+    files = {"table1.md": table1_page(model), "table2.csv": tables.to_csv(t2, index=False), "table2.md": table2_page(t2)}
     intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
              f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
              f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions.")
@@ -253,9 +253,9 @@ def classification_part(model, data, rows, read, frames, claims, curves, test_sp
     sections = {"table7": {"The paper's comparison (ILSVRC-2012)": literature,
                            f"Ours ({data['dataset']}) beside published results on it": ~literature}}
     for name, frame in frames.items():
-        files[f"{name}.csv"] = frame.to_csv()
+        files[f"{name}.csv"] = tables.to_csv(frame)
         files[f"{name}.md"] = results_page(TABLE_TITLES[name], intro, frame, sections.get(name))
-    files["claims.csv"] = claims.to_csv()
+    files["claims.csv"] = tables.to_csv(claims)
     files["claims.md"] = claims_page(claims, settings["confidence"], settings["bootstrap_samples"])
     if test_split["kind"] == "tensor":  # the derived Fashion-MNIST images and their boxes
         files["samples.png"] = lambda path: figures.sample_images(test_split, path)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import fusion, io, stats, transfer
+from . import fusion, io, params, stats, transfer
 from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers
-from .paper import parameter_counts
+from .paper import classification_rows, paper_csv, parameter_counts
 
 PAPER_TOP1, PAPER_TOP5, PAPER_TEST5 = "top-1 val err (paper)", "top-5 val err (paper)", "top-5 test err (paper)"
 OURS_TOP1, OURS_TOP5, OURS_ACC = "top-1 err (ours)", "top-5 err (ours)", "top-1 accuracy (ours)"
@@ -348,6 +348,38 @@ def check_runs(runs, paper):
     for run, _ in required_preds(paper):
         if run not in runs:
             raise io.StageError(f"report.runs: lacks {run}, which Tables 3-5 need")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Tables 3-7 and the claims of one workspace, and what they were computed from."""
+    rows: pd.DataFrame  # paper/classification_tables.csv
+    read: object  # fusion.preds_reader over the evaluate stages' predictions
+    results: list  # a Result per row
+    frames: dict  # {"table3": DataFrame, ... "table7": ...}
+    claims: pd.DataFrame
+
+
+def classification(all_params, preds, ensembles):
+    """Tables 3-7 and the 14 claims from the evaluate (`preds`) and fuse (`ensembles`) stages'
+    posteriors, as the `report` stage and scripts.classification_claims both need them."""
+    settings = params.section(all_params, "report")
+    ensemble_members = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
+    rows = classification_rows()
+    check_runs(settings["runs"], rows)
+    read = fusion.preds_reader(preds)
+    results = evaluate_rows(rows, read, ensemble_members, fusion.fused_reader(ensembles))
+    # The reference column (published Fashion-MNIST results) means nothing beside another dataset.
+    fashion = params.section(all_params, "data")["dataset"] == "fashion_mnist"
+    frames = tables(rows, results, paper_csv("fashion_mnist_reference.csv") if fashion else None)
+    found = claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"], settings["confidence"])
+    return Classification(rows, read, results, frames, found)
+
+
+def to_csv(frame, index=True):
+    """A report CSV: six significant digits (float sums such as 0.6002499999999963 say nothing more
+    than the bootstrap's own precision, and they make `git diff` of reports/ noisy)."""
+    return frame.to_csv(index=index, float_format="%.6g")
 
 
 def training_summary(curves, logs):
