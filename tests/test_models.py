@@ -7,7 +7,7 @@ from torch import nn
 from vgg import models
 from vgg.models import (CONFIGS, LocalResponseNorm, build_model, count_parameters, depth, init_from_net_a,
                         initialise)
-from vgg.tables import table1
+from vgg.tables import receptive_field, table1
 
 # Table 2 (exact counts at 1000 classes, 224 crop, FC 4096).
 TABLE_2 = {
@@ -384,3 +384,24 @@ def test_flops_per_image_counts_conv_and_fc():
         total += sum(2 * l.in_features * l.out_features for l in model.classifier if isinstance(l, nn.Linear))
         assert models.flops_per_image(model) == total
     assert models.flops_per_image(build_model("D")) / 1e9 == pytest.approx(30.9, abs=0.1)  # README: D 30.9 GFLOP
+
+@pytest.mark.parametrize("net, crop, conv_field, cell_field", [("D", 224, 212, 404), ("D", 28, 88, 112),
+                                                               ("A", 28, 58, 82), ("E", 28, 112, 136)])
+def test_receptive_field_is_the_input_a_unit_depends_on(net, crop, conv_field, cell_field):
+    # The pixels whose gradient reaches the centre unit, with max-pools swapped for average pools
+    # of the same geometry and positive weights and inputs, so no ReLU or max hides a path.
+    model = build_model(net, width=1 / 16, fc_width=8, num_classes=3, crop=crop).double()
+    assert receptive_field(model) == (conv_field, cell_field)
+    for i, layer in enumerate(model.features):
+        if isinstance(layer, nn.MaxPool2d):
+            model.features[i] = nn.AvgPool2d(2, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    size = cell_field + 2 * model.stride + model.stride * 2  # room on both sides
+    for fn, field in ((model.features, conv_field), (model.forward_dense, cell_field)):
+        x = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+        out = fn(x)
+        out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+        rows = x.grad[0].abs().sum((0, 2)).nonzero()
+        assert rows.max().item() - rows.min().item() + 1 == field

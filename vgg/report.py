@@ -2,8 +2,8 @@
 import pandas as pd
 
 from . import figures, paper, params, tables
-from .models import pools_for_crop
-from .tables import table1
+from .models import build_model, pools_for_crop
+from .tables import receptive_field, table1
 
 
 
@@ -20,7 +20,25 @@ def table1_page(model):
             f"The crop keeps {pools} of the 5 max-pools, so the last conv map is 7 x 7 as at 224 and fc6 is "
             f"a 7 x 7 layer; '(no maxpool)' marks the ones it drops: the later blocks keep every conv and "
             f"channel count at 7 x 7. A dense class-score map at Q pixels has Q / {2 ** pools} - 6 cells "
-            f"per side, as the paper's has Q / 32 - 6 (§3.2).\n\n" + markdown(scaled, index=True))
+            f"per side, as the paper's has Q / 32 - 6 (§3.2).\n\n" + markdown(scaled, index=True)
+            + receptive_field_section(model))
+
+
+def receptive_field_section(model):
+    """What dropping pools does not keep: the receptive field relative to the crop (vgg.models.receptive_field)."""
+    crop, records = model["crop"], []
+    for net in ("A", "B", "C", "D", "E"):
+        record = {"ConvNet": net}
+        for size in (224, crop):
+            conv, cell = receptive_field(build_model(net, width=1 / 64, fc_width=1, num_classes=1, crop=size))
+            record[f"last conv unit, crop {size}"] = f"{conv} px ({conv / size:.1f} crops)"
+            record[f"score-map cell, crop {size}"] = f"{cell} px ({cell / size:.1f} crops)"
+        records.append(record)
+    return ("\n## Receptive fields\n\nPixels of the input that one unit depends on. Dropping pools keeps the "
+            "7 x 7 map but not these fields relative to the crop. Where a unit sees more than the crop, a cell of a "
+            "dense score map at Q > crop uses image content beyond its window that no zero-padded training crop "
+            "showed (docs/scaled_default.md, dense evaluation and context).\n\n"
+            + markdown(pd.DataFrame(records)) + "\n")
 
 
 def table2_page(frame):
