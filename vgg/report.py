@@ -25,7 +25,7 @@ def table1_page(model):
 
 
 def receptive_field_section(model):
-    """What dropping pools does not keep: the receptive field relative to the crop (vgg.models.receptive_field)."""
+    """What dropping pools does not keep: the receptive field relative to the crop (vgg.tables.receptive_field)."""
     crop, records = model["crop"], []
     for net in ("A", "B", "C", "D", "E"):
         record = {"ConvNet": net}
