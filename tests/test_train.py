@@ -116,7 +116,7 @@ def test_two_processes_match_one(tiny_data, tmp_path):
         # Measured 2026-12-01 on the 56-px tiny data: at most 9.4e-5 apart on conv weights of
         # magnitude 0.15-0.32 (oneDNN kernels differ between per-process batches of 32 and 64),
         # rounding-sized. Three wrong data-parallel steps, each patched into vgg/train.py once, are
-        # 63-190x the atol: the loss without its `world` factor (gradients halved) 0.019, every
+        # 55-190x the tolerance: the loss without its `world` factor (gradients halved) 0.019, every
         # process on the whole batch instead of its shard 0.056, no DDP wrapper (unsynchronised
         # replicas) 0.034, so this tolerance catches a wrong gradient average.
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=3e-4, msg=key)
