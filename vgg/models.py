@@ -6,55 +6,13 @@ The module layout (`features.N`, `classifier.N`) equals torchvision's `vgg11/13/
 so their state dicts load unchanged into A, B, D and E.
 """
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIGS = {
-    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "C": [64, 64, "M", 128, 128, "M", 256, 256, "1x1-256", "M",
-          512, 512, "1x1-512", "M", 512, 512, "1x1-512", "M"],
-    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-          512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-          512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
-    # §4.1: B with each pair of 3x3 convs replaced by a single 5x5 conv.
-    "B-5x5": ["5x5-64", "M", "5x5-128", "M", "5x5-256", "M", "5x5-512", "M", "5x5-512", "M"],
-}
-NETS = tuple(CONFIGS)
-# ConvNet depth as the paper counts it: weight layers (convs + 3 FC).
-PAPER_FC_LAYERS = 3
-# §2.1: LRN as in Krizhevsky et al. (2012).
-LRN_DEFAULTS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
-
-
-def parse_token(token):
-    """Return ("conv", kernel, channels), ("pool",) or ("lrn",) for one configuration token."""
-    if token == "M":
-        return ("pool",)
-    if token == "LRN":
-        return ("lrn",)
-    if isinstance(token, int):
-        return ("conv", 3, token)
-    kernel, channels = token.split("-")
-    return ("conv", int(kernel.split("x")[0]), int(channels))
-
-
-def conv_names(net):
-    """Paper-style names of the conv layers of `net` in order: conv1_1, conv1_2, conv2_1, ..."""
-    names, block, index = [], 1, 0
-    for token in CONFIGS[net]:
-        kind = parse_token(token)[0]
-        if kind == "conv":
-            index += 1
-            names.append(f"conv{block}_{index}")
-        elif kind == "pool":
-            block, index = block + 1, 0
-    return names
+from .configs import (
+    CONFIGS, FULL_POOLS, LAST_MAP, LRN_DEFAULTS, NETS, PAPER_FC_LAYERS, conv_names, parse_token, pools_for_crop)
 
 
 class LocalResponseNorm(nn.Module):
@@ -82,19 +40,6 @@ class LocalResponseNorm(nn.Module):
 
 def scaled_channels(channels, width):
     return max(1, int(round(channels * width)))
-
-
-# The last conv map is 7 x 7 at the crop (§2.1: 224 / 2^5); fc6 sees all of it.
-LAST_MAP = 7
-FULL_POOLS = 5
-
-
-def pools_for_crop(crop):
-    """How many 2x2 max-pools keep the last conv map 7 x 7 at `crop` (224: Table 1's five; 28: two)."""
-    pools = int(round(math.log2(crop / LAST_MAP))) if crop >= LAST_MAP else -1
-    if not 0 <= pools <= FULL_POOLS or LAST_MAP * 2 ** pools != crop:
-        raise ValueError(f"crop {crop} is not 7 x 2^k (k = 0..5: 7, 14, 28, 56, 112, 224)")
-    return pools
 
 
 def make_layers(net, width=1.0, lrn=None, pools=FULL_POOLS):

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .io import StageError
-from .models import NETS, pools_for_crop
+from .configs import NETS, pools_for_crop
 
 DATASETS = ("fashion_mnist", "imagefolder")
 INIT_SCHEMES = ("normal", "glorot")

@@ -12,7 +12,7 @@ def table1_page(model):
     pools = pools_for_crop(model["crop"])
     scaled = table1(width=model["width"], fc_width=model["fc_width"], num_classes=model["num_classes"],
                     pools=pools)
-    return ("# Table 1: ConvNet configurations\n\nGenerated from `vgg.models.CONFIGS`, the table that "
+    return ("# Table 1: ConvNet configurations\n\nGenerated from `vgg.configs.CONFIGS`, the table that "
             "builds the nets. `convK-C`: K x K conv with C channels.\n\n## Full scale (the paper)\n\n"
             + markdown(table1(), index=True)
             + f"\n## Default scale (width x{model['width']}, FC {model['fc_width']}, "
