@@ -6,15 +6,24 @@
 1. training-step throughput of our A, B, D, E against torchvision's vgg11/13/16/19 (full width,
    same input size, batch and threads): fp32, and bf16 autocast + channels_last where the device
    runs bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX);
-2. the whole training loop (data pipeline + step) against the step alone, at the default params
-   (their precision and memory layout);
+2. the whole training loop (augmented batches + step) against the step alone, at the default
+   params (their precision and memory layout), for A and D; and the augmentation alone against the
+   same operations as a torchvision.transforms.v2 per-image pipeline in a DataLoader;
 3. achieved FLOP/s of that training step against the measured matrix-multiply peak of the same
    precision;
-4. dense against 150-crop evaluation cost per test image, at the default params.
+4. dense against 150-crop evaluation cost per test image, at the default params;
+5. one real epoch of the training stage for A and D, its wall time by section (batches,
+   validation, checkpoint, logging, steps).
+
+`--fp32` runs benchmarks 2, 3 and 5 in fp32 whatever params.yaml says (bf16 is used only where
+the device runs it natively, vgg/device.py).
 """
 import argparse
+import dataclasses
 import math
+import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,7 +32,7 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from vgg import data, device as devices, evaluate, io, models, params, train
-from vgg.transforms import TrainTransform, pixels
+from vgg.transforms import TestTransform, TrainTransform, pixels
 
 TORCHVISION = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 
@@ -106,10 +115,12 @@ def matmul_peak(device, n=None, repeats=10, dtype=torch.float32):
     return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
-def default_setup(params_path):
+def default_setup(params_path, fp32=False):
     all_params = params.load_params(params_path)
     model_params = params.section(all_params, "model")
     hp = params.schedule(all_params, "jitter")
+    if fp32:
+        hp = dataclasses.replace(hp, bf16=False)
     stats = io.read_json("data/mean_rgb.json", "mean RGB file (run `dvc repro mean_rgb` first)")
     train_set = data.load_split("data/prepared/train.pt")
     crop = model_params["crop"]
@@ -118,64 +129,205 @@ def default_setup(params_path):
     return all_params, model_params, hp, stats, train_set, transform
 
 
-def bench_pipeline_and_flops(params_path, net, steps, device, full_nets, full_batch):
-    all_params, model_params, hp, stats, train_set, transform = default_setup(params_path)
-    # The training loop's own precision and layout (vgg.train.train).
+def loop_context(device, hp):
+    """The training loop's own device, precision and memory layout (vgg.train.train)."""
     memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
     bf16 = hp.bf16 and devices.bf16_native(device)
+    return train.Context(device, 0, 1, partial(devices.autocast, device, bf16), memory_format, Path(".ckpt")), bf16
+
+
+def default_step(net, model_params, hp, ctx):
+    """(model, one SGD step on a batch) at the default width, precision and layout."""
     model = models.build_model(net, **params.model_kwargs(model_params), dropout=hp.dropout)
-    model.to(device, memory_format=memory_format)
+    model.to(ctx.device, memory_format=ctx.memory_format)
     optimizer = train.make_optimizer(model, 1e-3, hp.momentum, hp.weight_decay)
-    batch = hp.batch_size
-    batches = train.epoch_batches(len(train_set), batch, hp.seed, 0)[:steps]
-    keys = [[(i, train.sample_seed(0, 0, i)) for i in b] for b in batches]
-    loader = DataLoader(data.Transformed(train_set, transform), batch_sampler=keys,
-                        num_workers=hp.num_workers, generator=torch.Generator())
 
     def one_step(images, labels):
-        with devices.autocast(device, bf16):
-            loss = F.cross_entropy(model(images.to(device, memory_format=memory_format)).float(), labels.to(device))
+        with ctx.autocast():
+            loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return model, one_step
 
-    images, labels = next(iter(loader))
-    one_step(images, labels)  # warm-up
-    # Time the loader's batches and the steps separately inside one pass, so a drift of the
-    # machine's speed between two separate passes cannot pass for data-pipeline cost.
-    data_seconds, compute_seconds = 0.0, 0.0
-    batches_iter = iter(loader)
-    for _ in range(steps):
-        start = time.perf_counter()
-        images, labels = next(batches_iter)
-        mid = time.perf_counter()
-        one_step(images, labels)
-        sync(device)
-        data_seconds += mid - start
-        compute_seconds += time.perf_counter() - mid
-    loop, step_only = data_seconds + compute_seconds, compute_seconds
-    n = steps * batch
+
+def epoch_keys(train_set, hp, count):
+    batches = train.epoch_batches(len(train_set), hp.batch_size, hp.seed, 0)[:count]
+    return [[(i, train.sample_seed(hp.seed, 0, i)) for i in b] for b in batches]
+
+
+def bench_loop(params_path, nets, steps, device, fp32=False):
+    """The training loop (vgg.train.training_batches + step) against the step alone, per net."""
+    all_params, model_params, hp, stats, train_set, transform = default_setup(params_path, fp32)
+    ctx, bf16 = loop_context(device, hp)
+    dataset = data.Transformed(train_set, transform)
+    keys = epoch_keys(train_set, hp, steps + 1)
     precision = "bf16 autocast" if bf16 else "fp32"
-    print(f"\n2. training loop at the default params (net {net}, batch {batch}, crop {model_params['crop']}, "
-          f"jittered S, {hp.num_workers} loader workers, {precision}, "
-          f"{'channels_last' if hp.channels_last else 'contiguous'}, {steps} steps)")
-    print(f"   loop (data + step) {n / loop:.0f} img/s, step alone {n / step_only:.0f} img/s: "
-          f"data pipeline costs {100 * (loop - step_only) / loop:.1f}% of the loop")
+    print(f"\n2. training loop at the default params (batch {hp.batch_size}, crop {model_params['crop']}, "
+          f"jittered S, augmentation {'batched on ' + str(device) if dataset.in_memory else 'per image'}, "
+          f"{precision}, {'channels_last' if hp.channels_last else 'contiguous'}, {steps} steps)")
+    for net in nets:
+        _, one_step = default_step(net, model_params, hp, ctx)
+        one_step(*next(train.training_batches(ctx, dataset, keys[:1], hp.num_workers)))  # warm-up
+        # The loop's batches and its steps timed separately inside one pass, so a drift of the
+        # machine's speed between two passes cannot pass for data-pipeline cost.
+        data_seconds = compute_seconds = 0.0
+        batches = train.training_batches(ctx, dataset, keys[1:], hp.num_workers)
+        for _ in range(steps):
+            start = time.perf_counter()
+            images, labels = next(batches)
+            images = images.contiguous(memory_format=ctx.memory_format)
+            sync(device)
+            mid = time.perf_counter()
+            one_step(images, labels)
+            sync(device)
+            data_seconds += mid - start
+            compute_seconds += time.perf_counter() - mid
+        n = steps * hp.batch_size
+        loop = data_seconds + compute_seconds
+        print(f"   net {net}: loop (data + step) {n / loop:.0f} img/s, step alone {n / compute_seconds:.0f} img/s: "
+              f"loop / step {compute_seconds / loop:.3f} (data {100 * data_seconds / loop:.1f}% of the loop)")
+    bench_against_torchvision_v2(dataset, transform, hp, keys, steps, ctx)
+    return all_params, model_params, hp, ctx, bf16
+
+
+class TorchvisionV2Augmentation(torch.utils.data.Dataset):
+    """§3.1's augmentation as a torchvision.transforms.v2 per-image pipeline, for comparison:
+    RandomResize (smallest side S, antialiased), RandomCrop, RandomHorizontalFlip, the PCA colour
+    shift (v2 has none: one line here), mean subtraction."""
+
+    def __init__(self, images, labels, transform):
+        from torchvision.transforms import v2
+        self.images, self.labels = images, labels
+        eigval, eigvec = transform.eigval, transform.eigvec
+        colour_std = transform.colour_std
+        self.pipeline = v2.Compose([
+            v2.RandomResize(transform.scale_min, transform.scale_max + 1),
+            v2.RandomCrop(transform.crop),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32),
+            v2.Lambda(lambda x: x + ((colour_std * torch.randn(3) * eigval / 255.0) @ eigvec.T)[:, None, None]),
+            v2.Normalize(transform.mean.tolist(), [1.0, 1.0, 1.0]),
+        ])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.pipeline(self.images[index]), int(self.labels[index])
+
+
+def bench_against_torchvision_v2(dataset, transform, hp, keys, steps, ctx):
+    theirs = TorchvisionV2Augmentation(dataset.base.split["images"], dataset.base.labels, transform)
+    loader = DataLoader(theirs, batch_sampler=[[i for i, _ in k] for k in keys[1:]], num_workers=hp.num_workers)
+    ours_batches = train.training_batches(ctx, dataset, keys[1:], hp.num_workers)
+    theirs_batches = iter(loader)
+    ours_seconds = theirs_seconds = 0.0
+    for _ in range(steps):  # alternated batch by batch, each moved to the training device
+        start = time.perf_counter()
+        images, _ = next(ours_batches)
+        images.contiguous(memory_format=ctx.memory_format)
+        sync(ctx.device)
+        mid = time.perf_counter()
+        images, labels = next(theirs_batches)
+        images.to(ctx.device, memory_format=ctx.memory_format)
+        sync(ctx.device)
+        ours_seconds += mid - start
+        theirs_seconds += time.perf_counter() - mid
+    n = steps * hp.batch_size
+    print(f"   augmentation alone: ours {n / ours_seconds:.0f} img/s, torchvision v2 per image "
+          f"({hp.num_workers} loader workers) {n / theirs_seconds:.0f} img/s: ours / v2 "
+          f"{theirs_seconds / ours_seconds:.1f}x")
+
+
+def bench_flops(net, steps, device, full_nets, full_batch, model_params, hp, ctx, bf16):
+    """Achieved FLOP/s of the default training step and of full-scale steps, against the matmul peak."""
+    _, one_step = default_step(net, model_params, hp, ctx)
+    x = torch.randn(hp.batch_size, 3, model_params["crop"], model_params["crop"], device=device)
+    x = x.contiguous(memory_format=ctx.memory_format)
+    y = torch.randint(0, model_params["num_classes"], (hp.batch_size,), device=device)
+    one_step(x, y)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step(x, y)
+    sync(device)
+    step_only = time.perf_counter() - start
+    model = models.build_model(net, **params.model_kwargs(model_params))
+    precision = "bf16 autocast" if bf16 else "fp32"
     # §3: forward + backward is about 3 forward passes' worth of multiply-adds.
-    flops = 3 * models.flops_per_image(model) * n / step_only
+    flops = 3 * models.flops_per_image(model) * steps * hp.batch_size / step_only
     peak = matmul_peak(device, dtype=torch.bfloat16 if bf16 else torch.float32)
-    print(f"\n3. achieved {flops / 1e9:.1f} GFLOP/s in that training step (net {net}, default width, {precision}) "
+    print(f"\n3. achieved {flops / 1e9:.1f} GFLOP/s in the training step (net {net}, default width, {precision}) "
           f"vs {'bf16' if bf16 else 'fp32'} matmul peak {peak / 1e9:.1f} GFLOP/s: {flops / peak:.2f} of peak")
     # Full width (Table 1), 224 crop: the throughput R that the README's GPU-hours divide by.
     for name in full_nets:
-        full = models.build_model(name).to(device, memory_format=memory_format)
-        x = torch.randn(full_batch, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
+        full = models.build_model(name).to(device, memory_format=ctx.memory_format)
+        x = torch.randn(full_batch, 3, 224, 224, device=device).contiguous(memory_format=ctx.memory_format)
         t = step_seconds(full, x, torch.randint(0, 1000, (full_batch,), device=device), device, 3, bf16)
         full_flops = 3 * models.flops_per_image(full) * full_batch / t
         print(f"   full scale (net {name}, 224, batch {full_batch}, {precision}): {full_batch / t:.0f} img/s, "
               f"{full_flops / 1e9:.1f} GFLOP/s: {full_flops / peak:.2f} of peak")
         del full, x
-    return all_params, model_params, stats
+
+
+def bench_epoch(params_path, nets, device, fp32=False):
+    """One real epoch of vgg.train.train per net (default data and params, 1 epoch), its wall time
+    split into timed sections: batches, validation, checkpoint write, DVCLive logging, the rest
+    (the SGD steps and the loop's own bookkeeping)."""
+    import tempfile
+    from stages.train import dvclive_logger
+    all_params, model_params, hp, stats, train_set, transform = default_setup(params_path, fp32)
+    val_set = data.load_split("data/prepared/val.pt")
+    val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, model_params["crop"]), stats["mean"])
+    hp = dataclasses.replace(hp, epochs=1)
+    print(f"\n5. one epoch of the training stage ({len(train_set)} images, jitter schedule, validation on "
+          f"{len(val_set)}), wall time by section")
+    originals = {name: getattr(train, name) for name in ("training_batches", "validate", "save_checkpoint")}
+    for net in nets:
+        sections = dict.fromkeys(("batches", "validation", "checkpoint", "logging"), 0.0)
+
+        def timed(name, fn):
+            def wrapper(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    sync(device)
+                    sections[name] += time.perf_counter() - start
+            return wrapper
+
+        def timed_batches(*args, **kwargs):
+            batches = originals["training_batches"](*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                sync(device)
+                sections["batches"] += time.perf_counter() - start
+                yield batch
+
+        model, _ = default_step(net, model_params, hp, loop_context(device, hp)[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[train.CHECKPOINT_ENV] = tmp
+            live, log = dvclive_logger(Path(tmp) / "logs")
+            try:
+                train.training_batches = timed_batches
+                train.validate = timed("validation", originals["validate"])
+                train.save_checkpoint = timed("checkpoint", originals["save_checkpoint"])
+                start = time.perf_counter()
+                train.train(model, data.Transformed(train_set, transform), val_set, val_transform, hp, f"bench_{net}",
+                            "bench", device, logger=timed("logging", log), log=lambda _: None)
+                total = time.perf_counter() - start
+            finally:
+                for name, fn in originals.items():
+                    setattr(train, name, fn)
+                os.environ.pop(train.CHECKPOINT_ENV)
+        rest = total - sum(sections.values())
+        shares = ", ".join(f"{name} {100 * t / total:.1f}%" for name, t in {**sections, "steps and rest": rest}.items())
+        print(f"   net {net}: {total:.1f} s, {len(train_set) / total:.0f} img/s: {shares}")
 
 
 def bench_evaluation(params_path, net, images, device):
@@ -200,18 +352,22 @@ def bench_evaluation(params_path, net, images, device):
           f"multi-crop costs {timings['multi-crop'] / timings['dense']:.1f}x dense")
 
 
-INPUTS = ("data/mean_rgb.json", "data/prepared/train.pt", "data/prepared/test.pt")
+INPUTS = ("data/mean_rgb.json", "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--net", default="D", help="net for benchmarks 2-4")
+    parser.add_argument("--net", default="D", help="net for benchmarks 3-4")
     parser.add_argument("--batch", type=int, default=4, help="batch of benchmark 1 (full width, 224)")
     parser.add_argument("--repeats", type=int, default=4, help="alternated steps per net in benchmark 1")
-    parser.add_argument("--steps", type=int, default=20, help="training steps of benchmark 2")
+    parser.add_argument("--steps", type=int, default=40, help="training steps of benchmarks 2 and 3")
+    parser.add_argument("--fp32", action="store_true", help="benchmarks 2, 3, 5 in fp32")
+    parser.add_argument("--loop-nets", default="A,D", help="comma-separated nets of benchmark 2 (loop / step)")
+    parser.add_argument("--epoch-nets", default="A,D", help="nets of benchmark 5 (one epoch by section); '' skips it")
     parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--parts", default="1,2,3,4,5", help="which benchmarks to run (3 needs 2)")
     parser.add_argument("--full-nets", default="D", help="comma-separated nets of benchmark 3's full-scale step")
     parser.add_argument("--full-batch", type=int, default=8, help="batch of benchmark 3's full-scale step (64 on a GPU)")
     args = parser.parse_args()
@@ -222,11 +378,21 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     start = time.perf_counter()
-    bench_against_torchvision(device, args.batch, 224, args.repeats)
-    if devices.bf16_native(device):
-        bench_against_torchvision(device, args.batch, 224, args.repeats, amp=True, channels_last=True)
-    bench_pipeline_and_flops(args.params, args.net, args.steps, device, args.full_nets.split(","), args.full_batch)
-    bench_evaluation(args.params, args.net, args.eval_images, device)
+    parts = set(args.parts.split(","))
+    if "1" in parts:
+        bench_against_torchvision(device, args.batch, 224, args.repeats)
+        if devices.bf16_native(device):
+            bench_against_torchvision(device, args.batch, 224, args.repeats, amp=True, channels_last=True)
+    if parts & {"2", "3"}:
+        _, model_params, hp, ctx, bf16 = bench_loop(args.params, args.loop_nets.split(","), args.steps, device,
+                                                    args.fp32)
+    if "3" in parts:
+        bench_flops(args.net, args.steps, device, [n for n in args.full_nets.split(",") if n], args.full_batch, model_params, hp,
+                    ctx, bf16)
+    if "4" in parts:
+        bench_evaluation(args.params, args.net, args.eval_images, device)
+    if "5" in parts and args.epoch_nets:
+        bench_epoch(args.params, args.epoch_nets.split(","), device, args.fp32)
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s")
 
 

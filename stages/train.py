@@ -109,16 +109,25 @@ def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs,
             print(f"train: {run}: {settings['net']}, schedule {settings['schedule']}, "
                   f"S {hp.scale_min}-{hp.scale_max}, {world} process(es) on {device}")
         start = time.perf_counter()
-        history = train.train(model, train_set, val_set, val_transform, hp, run, fp, device, rank, world,
-                              logger, task=task)
+        try:
+            history = train.train(model, train_set, val_set, val_transform, hp, run, fp, device, rank, world,
+                                  logger, task=task)
+        except io.Interrupted as exc:
+            exc.detail = (f"{run}: {out} not written, {live_dir}/ left as it was; a re-run resumes from "
+                          f"{train.checkpoint_path(run)} where it exists")
+            raise
         if rank == 0:
             # Wall time of this invocation (a resumed run counts only its own part).
             seconds = time.perf_counter() - start
             live.summary["wall_seconds"] = round(seconds, 1)
             live.end()
+            # No timings in the model file (they are in the logs): equal weights give equal bytes,
+            # so a re-run that trains the same net leaves the evaluations downstream up to date.
+            history_without_timing = [{k: v for k, v in entry.items() if k != "images_per_s"} for entry in history]
             saved = models.model_record(model.cpu(), kwargs, schedule=settings["schedule"], train_scale=
-                                        (hp.scale_min, hp.scale_max), params=settings, history=history,
-                                        device=str(device), processes=world, wall_seconds=seconds, **record)
+                                        (hp.scale_min, hp.scale_max), params=settings,
+                                        history=history_without_timing, device=str(device), processes=world,
+                                        **record)
             io.atomic_save(saved, out)
             io.replace_dir(live_tmp, live_dir)
     finally:

@@ -218,3 +218,51 @@ def test_a_predictions_file_must_hold_the_run_and_protocol_its_path_names(tmp_pa
     torch.save(record("D_384", "dense", [352, 384, 416]), path)
     with pytest.raises(StageError, match="holds run 'D_384', protocol 'dense', not 'D_256', 'dense'"):
         fusion.preds_reader(tmp_path)("D_256", "dense")
+
+
+def seed_outcomes(n, error_a, error_b, rng):
+    """0/1 outcomes of a (baseline) and b on n images, each wrong with the given probability."""
+    return (rng.random(n) >= error_a).astype(np.int64), (rng.random(n) >= error_b).astype(np.int64)
+
+
+def test_two_level_bootstrap_of_one_seed_is_the_image_bootstrap():
+    a, b = outcomes(list(range(0, 150)) + list(range(400, 460))), outcomes(range(100, 260))
+    assert stats.seed_paired_bootstrap(a[None], b[None], 2000, 0, 0.95) == stats.paired_bootstrap(a, b, 2000, 0, 0.95)
+
+
+def test_two_level_bootstrap_without_seed_variance_gives_the_image_interval():
+    # Three seeds that err on exactly the same images: nothing varies between trainings, so the
+    # interval is the one-level paired bootstrap's (within Monte-Carlo error).
+    rng = np.random.default_rng(0)
+    a, b = seed_outcomes(3000, 0.20, 0.18, rng)
+    one = stats.paired_bootstrap(a, b, 20000, 0, 0.95)
+    three = stats.seed_paired_bootstrap(np.stack([a] * 3), np.stack([b] * 3), 20000, 0, 0.95)
+    assert three[0] == pytest.approx(one[0])
+    assert three[1] == pytest.approx(one[1], abs=0.1) and three[2] == pytest.approx(one[2], abs=0.1)
+
+
+def test_two_level_bootstrap_widens_with_seed_to_seed_variance():
+    # Per-seed gains of b of about -3, +1 and +5 points: the image-level interval of any one seed
+    # is about 4 points wide, the spread between trainings 8, and the two-level interval covers it.
+    rng = np.random.default_rng(1)
+    pairs = [seed_outcomes(3000, 0.20, 0.20 + shift, rng) for shift in (0.03, -0.01, -0.05)]
+    a, b = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    diff, low, high = stats.seed_paired_bootstrap(a, b, 20000, 0, 0.95)
+    per_seed = [stats.paired_bootstrap(a[k], b[k], 20000, 0, 0.95) for k in range(3)]
+    assert diff == pytest.approx(np.mean([d for d, _, _ in per_seed]))
+    image_width = np.mean([h - l for _, l, h in per_seed])
+    assert high - low > 1.5 * image_width
+    assert low < min(d for d, _, _ in per_seed) + 1.0 and high > max(d for d, _, _ in per_seed) - 1.0
+    # Pooling the three seeds' images as if one training saw 9000 would claim far more certainty.
+    pooled = stats.paired_bootstrap(a.ravel(), b.ravel(), 20000, 0, 0.95)
+    assert pooled[2] - pooled[1] < (high - low) / 3
+    gains = [d for d, _, _ in per_seed]
+    assert stats.seed_agreement(a, b) == (sum(np.sign(g) == np.sign(diff) for g in gains), 3,
+                                          pytest.approx(np.std(gains, ddof=1), rel=1e-9))
+
+
+def test_seed_agreement_counts_seeds_with_the_sign_of_the_mean_difference():
+    a = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])  # baseline right on 2, 3, 4 of 4
+    b = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]])  # b gains 50, 25, -25 points
+    assert stats.seed_agreement(a, b) == (2, 3, pytest.approx(float(np.std([50, 25, -25], ddof=1))))
+    assert stats.seed_agreement(a[:1], b[:1]) == (1, 1, 0.0)

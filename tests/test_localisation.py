@@ -52,7 +52,14 @@ def test_training_targets_follow_the_crop_flip_and_rescale_of_the_image():
     split = bright_rectangle_split()
     transform = TrainTransform(28, 32, 48, MEAN, [0.0, 0.0, 0.0], torch.eye(3).tolist(), 0.0, True)
     dataset = localisation.BoxTargets(ImageSet(split), transform)
-    items = dataset.__getitems__([(i, 1000 + i) for i in range(len(split["labels"]))])
+    keys = [(i, 1000 + i) for i in range(len(split["labels"]))]
+    images, targets = next(dataset.batches([keys], torch.device("cpu")))
+    items = list(zip(images, targets))
+    # The batched path gives each item what the per-image path gives it alone.
+    for (image, target), key in zip(items[:4], keys):
+        one_image, one_target = dataset[key]
+        torch.testing.assert_close(image, one_image, atol=2e-3, rtol=0)
+        assert torch.equal(target, one_target)
     checked = 0
     for (image, target), label in zip(items, split["labels"]):
         assert int(target[0]) == int(label)

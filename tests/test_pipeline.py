@@ -2,8 +2,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,20 +135,76 @@ def test_classification_claims_script_writes_the_reports_tables_and_claims(repo)
     shutil.rmtree(path / "runs")
 
 
-def test_run_cache_restores_a_trained_model_instead_of_training_again(repo):
-    # Curves are plots and numbers metrics (not cache: false outs, not persisted checkpoints),
-    # so DVC's run cache keeps every training: going back to old params restores, never retrains.
+def test_run_cache_restores_an_evaluation_instead_of_running_it_again(repo):
+    # Posteriors are cached outs and numbers metrics (no cache: false outs): going back to old
+    # params restores the stage's outputs from DVC's run cache, never recomputes them.
     path, env, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
-    before = (path / "models" / "A_256.pt").read_bytes()
-    params["train"]["lr"] = 0.005
+    before = (path / "preds" / "A_256" / "dense.pt").read_bytes()
+    batch = params["evaluate"]["batch_size"]
+    params["evaluate"]["batch_size"] = batch + 1
+    write_params(path / "params.yaml", params)
+    assert "Running stage 'evaluate_dense@A_256'" in sh("dvc repro -s evaluate_dense@A_256", path, env).stdout
+    params["evaluate"]["batch_size"] = batch
+    write_params(path / "params.yaml", params)
+    out = sh("dvc repro -s evaluate_dense@A_256", path, env).stdout
+    assert "skipping run, checking out outputs" in out and "Running stage" not in out
+    assert (path / "preds" / "A_256" / "dense.pt").read_bytes() == before
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def files_under(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_sigterm_during_repro_keeps_the_previous_logs_and_a_rerun_writes_the_same_model_bytes(repo):
+    # DVC deletes a stage's outputs before running it unless they are persisted (the logs are), and
+    # the trainer replaces its logs only once the model is saved: a SIGTERM to `dvc repro` and its
+    # stage (as `timeout` or a CI runner sends it to the process group) leaves the committed logs.
+    path, env, _ = repo
+    sh("git add -A && git commit -qm 'after the first repro'", path, env)
+    model, logs = (path / "models" / "A_256.pt").read_bytes(), files_under(path / "logs" / "A_256")
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    write_params(path / "params.yaml", {**params, "train": {**params["train"], "epochs": 500}})
+    output = path.parent / "sigterm.log"
+    with open(output, "w") as out:
+        proc = subprocess.Popen("dvc repro -s train_scratch@A", shell=True, cwd=path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while "A_256 epoch 2:" not in output.read_text() and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, output.read_text()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+        deadline = time.monotonic() + 120
+        while group_alive(proc.pid) and time.monotonic() < deadline:  # DVC dies at once; the stage cleans up
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = output.read_text()
+    assert proc.returncode != 0
+    stopped = [line for line in text.splitlines() if line.startswith("error: train: stopped by SIGTERM")]
+    assert len(stopped) == 1 and "A_256" in stopped[0], text
+    assert "Traceback" not in text, text
+    assert files_under(path / "logs" / "A_256") == logs
+    assert sh("git status --porcelain logs/", path, env).stdout == ""
+
+    # Back to the committed params: persisted outputs give the stage no run-cache entry, so it
+    # trains again; equal weights now give equal bytes, so nothing downstream is out of date.
     write_params(path / "params.yaml", params)
     assert "Running stage 'train_scratch@A'" in sh("dvc repro -s train_scratch@A", path, env).stdout
-    params["train"]["lr"] = 0.01
-    write_params(path / "params.yaml", params)
-    out = sh("dvc repro -s train_scratch@A", path, env).stdout
-    assert "skipping run, checking out outputs" in out and "Running stage" not in out
-    assert (path / "models" / "A_256.pt").read_bytes() == before
+    assert (path / "models" / "A_256.pt").read_bytes() == model
+    ran = [line for line in sh("dvc repro", path, env).stdout.splitlines() if line.startswith("Running stage")]
+    # Only the report reads the logs (their wall time): no init, training or evaluation runs again.
+    assert ran == ["Running stage 'manifest':", "Running stage 'report':"], ran
 
 
 def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo):

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
+from .data import gathered_batches
 from .evaluate import centre_on_pooling_grid, equal_shape_batches
 from .transforms import rescaled_size
 
@@ -160,31 +161,30 @@ class BoxTargets(Dataset):
         if "boxes" not in base.split:
             raise ValueError("localisation needs a split with boxes (Fashion-MNIST, or ImageFolder with data.box_dir)")
         self.base, self.transform = base, transform
+        self.in_memory = base.split["kind"] == "tensor"
 
     def __len__(self):
         return len(self.base)
 
-    def _targets(self, indices, seeds, height, width):
-        scale, top, left, flip, _ = self.transform.draws(seeds, height, width)  # the image's own draws
+    def _targets(self, indices, draws, height, width):
+        scale, top, left, flip, _ = draws  # the image's own draws
         sizes = self.transform.rescaled_sizes(height, width)[scale - self.transform.scale_min]
         crop = self.transform.crop
         boxes = boxes_to_crop(self.base.split["boxes"][indices], height, width, sizes, top, left, flip, crop)
         return targets_of(self.base.labels[indices], boxes, crop)
 
-    def __getitems__(self, keys):
-        """A batch: in-memory images transformed together (as vgg.data.Transformed), files one by one."""
-        if self.base.split["kind"] != "tensor":
-            return [self[key] for key in keys]
-        indices = [index for index, _ in keys]
-        seeds = [seed for _, seed in keys]
-        images = self.base.split["images"][indices]
-        out = self.transform.batch(images, seeds)
-        return list(zip(out.unbind(0), self._targets(indices, seeds, *images.shape[-2:]).unbind(0)))
+    def batches(self, keys, device):
+        """(images, targets) per batch of (index, seed) keys, transformed together on `device` (as
+        vgg.data.Transformed)."""
+        for indices, images, draws in gathered_batches(self.base, self.transform, keys, device):
+            targets = self._targets(indices, draws, *images.shape[-2:])
+            yield self.transform.batch(images, draws=draws), targets.to(device)
 
     def __getitem__(self, key):
         index, seed = key
         image = self.base.image(index)
-        return self.transform(image, seed), self._targets([index], [seed], *image.shape[-2:])[0]
+        draws = self.transform.draws([seed], *image.shape[-2:])
+        return self.transform(image, seed), self._targets([index], draws, *image.shape[-2:])[0]
 
 
 # ---------------------------------------------------------------- testing (App. A.2)

@@ -50,6 +50,47 @@ def paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
     return float(100.0 * (counts[0] - counts[2]) / n), float(low), float(high)
 
 
+def seed_paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
+    """err(a) - err(b) in points over several trainings (seeds) of both, with a two-level percentile
+    `confidence` interval: each resample draws the seeds with replacement, then the test images with
+    replacement, and averages the per-seed paired differences over the drawn seeds.
+
+    `correct_a`, `correct_b`: K x N per-image 0/1 outcomes, row k of both from seed k (X and Y
+    always paired within a seed and an image). Every seed is scored on the same N test images, so
+    one image draw serves all drawn seeds: the test set is one sample shared by every training, and
+    with no seed-to-seed variance the interval is the one-image-level `paired_bootstrap`'s. The
+    point estimate is the mean over seeds; one seed gives `paired_bootstrap` exactly.
+    """
+    a, b = torch.as_tensor(correct_a).long(), torch.as_tensor(correct_b).long()
+    if a.shape != b.shape or a.dim() != 2 or 0 in a.shape:
+        raise ValueError(f"paired seed x image outcomes of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if len(a) == 1:
+        return paired_bootstrap(a[0], b[0], samples, seed, confidence)
+    k, n = a.shape
+    # An image matters only through its pattern of per-seed outcomes b - a in {-1, 0, 1}^K:
+    # resampling images is a multinomial over the patterns seen, at O(samples x patterns) cost.
+    patterns, counts = np.unique((b - a).numpy().T, axis=0, return_counts=True)  # P x K, P
+    rng = np.random.default_rng(seed)
+    seed_weights = rng.multinomial(k, np.full(k, 1.0 / k), size=samples) / k  # samples x K
+    image_draws = rng.multinomial(n, counts / n, size=samples) / n  # samples x P
+    per_seed = image_draws @ patterns  # samples x K: each seed's paired difference on the drawn images
+    diffs = 100.0 * (per_seed * seed_weights).sum(1)
+    tail = 100.0 * (1.0 - confidence) / 2
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    return float(100.0 * (b - a).double().mean().item()), float(low), float(high)
+
+
+def seed_agreement(correct_a, correct_b):
+    """(seeds whose err(a) - err(b) has the sign of the mean over seeds, K, the seed-to-seed sd of
+    that difference in points; 0 for one seed) from K x N outcomes as `seed_paired_bootstrap`'s."""
+    a, b = torch.as_tensor(correct_a).double(), torch.as_tensor(correct_b).double()
+    per_seed = 100.0 * (b - a).mean(1)
+    sign = torch.sign(per_seed.mean())
+    agree = int((torch.sign(per_seed) == sign).sum()) if sign != 0 else int((per_seed == 0).sum())
+    sd = float(per_seed.std()) if len(per_seed) > 1 else 0.0
+    return agree, len(per_seed), sd
+
+
 def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confidence):
     """metric(b) - metric(a) in points with a percentile `confidence` interval, test items resampled.
 

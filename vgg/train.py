@@ -173,6 +173,14 @@ CLASSIFICATION = Task(
     val_targets=lambda dataset, indices, scale, crop: dataset.labels[indices])
 
 
+def validation_crops(dataset, chunk, transform, crop, device):
+    """Centre crops of the rescaled images `chunk` on `device`: an in-memory split's rescaled as one
+    batch there, files decoded one by one."""
+    if dataset.split["kind"] == "tensor":
+        return centre_crop(transform(dataset.images_on(device)[torch.tensor(chunk, device=device)]), crop)
+    return torch.stack([centre_crop(transform(dataset.image(i)), crop) for i in chunk]).to(device)
+
+
 @torch.no_grad()
 def validate(model, dataset, transform, crop, batch_size, device, rank, world, autocast, task=CLASSIFICATION):
     """Top-1 and top-5 accuracy (%) of centre crops: the plateau rule's signal."""
@@ -181,14 +189,14 @@ def validate(model, dataset, transform, crop, batch_size, device, rank, world, a
     correct1 = correct5 = 0
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        images = torch.stack([centre_crop(transform(dataset.image(i)), crop) for i in chunk]).to(device)
+        images = validation_crops(dataset, chunk, transform, crop, device)
         labels = task.val_targets(dataset, chunk, transform.scale, crop).to(device)
         with autocast():
             logits = model(images).float()
         hit1, hit5 = task.hits(logits, labels)
-        correct1 += hit1.sum().item()
-        correct5 += hit5.sum().item()
-    c1, c5, n = all_reduce_sum([correct1, correct5, len(indices)], device, world)
+        correct1 += hit1.sum()
+        correct5 += hit5.sum()
+    c1, c5, n = all_reduce_sum([int(correct1), int(correct5), len(indices)], device, world)
     return 100.0 * c1 / n, 100.0 * c5 / n
 
 
@@ -248,6 +256,50 @@ def resume(ctx, model, optimizer, lr, fp, log):
     return Progress(ckpt["plateau"], ckpt["epoch"], ckpt["step"], ckpt["history"], sums)
 
 
+def training_batches(ctx, train_set, keys, num_workers):
+    """The epoch's augmented batches on the training device, from the per-batch (index, seed) keys.
+
+    In-memory data (the default): gathered and augmented as whole batches on the device itself,
+    no loader, no per-image tuples. Image files (ImageFolder): decoded and augmented one by one
+    in DataLoader workers, the only place where images of different sizes can be handled apart."""
+    if train_set.in_memory:
+        yield from train_set.batches(keys, ctx.device)
+        return
+    loader = DataLoader(train_set, batch_sampler=keys, num_workers=num_workers, generator=torch.Generator(),
+                        pin_memory=ctx.device.type == "cuda")
+    for images, targets in loader:
+        yield images.to(ctx.device, non_blocking=True), targets.to(ctx.device, non_blocking=True)
+
+
+class RunningSums:
+    """An epoch's training loss and hits, summed on the device: reading them at every step
+    (`.item()`) would make the host wait for a GPU's step before it could queue the next."""
+
+    def __init__(self, sums, device):
+        self.device = device
+        self.reset(sums)
+
+    def reset(self, sums):
+        """Start from plain (images, loss sum, correct), e.g. a checkpoint's."""
+        device = self.device
+        self.seen, self.base_loss, self.base_correct = sums
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step
+
+    def add(self, step, loss, hits, size, weight):
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+        self.loss += loss.detach().double() * weight
+        self.correct += hits.sum()
+        self.seen += size
+
+    def read(self):
+        """(images, loss sum, correct) as plain numbers, and the first non-finite step or None."""
+        bad = int(self.first_bad)
+        return (self.seen, self.base_loss + float(self.loss), self.base_correct + int(self.correct)), \
+            (None if bad < 0 else bad)
+
+
 def train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp):
     """The SGD steps of epoch `progress.epoch` from step `progress.step`; returns the images this
     call processed on this process and its seconds (for the throughput curve)."""
@@ -256,37 +308,42 @@ def train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp
     epoch, world = progress.epoch, ctx.world
     batches = epoch_batches(len(train_set), hp.batch_size, hp.seed, epoch)
     keys = [[(i, sample_seed(hp.seed, epoch, i)) for i in shard(b, ctx.rank, world)] for b in batches]
-    loader = DataLoader(train_set, batch_sampler=keys[progress.step:], num_workers=hp.num_workers,
-                        generator=torch.Generator(), pin_memory=ctx.device.type == "cuda")
     model.train()
-    seen, loss_sum, correct = progress.sums
+    sums = RunningSums(progress.sums, ctx.device)
+
+    def settle(step):
+        """Move the device's sums into `progress`; stop at a non-finite loss before any checkpoint
+        is written, so the last one on disk is the last good one."""
+        progress.sums, bad = sums.read()
+        if bad is not None:
+            raise StageError(f"{run}: non-finite loss at epoch {epoch + 1}, step {bad + 1} "
+                             f"(lr {progress.plateau['lr']:g}); last good checkpoint kept at {ctx.checkpoint}")
+        progress.step = step
+        sums.reset(progress.sums)
+
     seen_here, t0 = 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"{run} epoch {epoch + 1}/{hp.epochs}", unit="batch", initial=progress.step,
+    bar = tqdm(training_batches(ctx, train_set, keys[progress.step:], hp.num_workers),
+               desc=f"{run} epoch {epoch + 1}/{hp.epochs}", unit="batch", initial=progress.step,
                total=len(batches), disable=not ctx.is_main or None, leave=False)
-    for step, (images, labels) in enumerate(bar, start=progress.step):
-        images = images.to(ctx.device, non_blocking=True, memory_format=ctx.memory_format)
-        labels = labels.to(ctx.device, non_blocking=True)
+    for step, (images, targets) in enumerate(bar, start=progress.step):
+        images = images.contiguous(memory_format=ctx.memory_format)
         global_size = len(batches[step])
         with ctx.autocast():
             logits = ddp(images)
             # Sum over the local shard / global batch x world: DDP's gradient average is
             # then exactly the gradient of the mean loss over the global batch.
-            loss = ctx.task.loss(logits, labels) * (world / global_size)
-        if not torch.isfinite(loss):
-            raise StageError(f"{run}: non-finite loss at epoch {epoch + 1}, step {step + 1} "
-                             f"(lr {progress.plateau['lr']:g}); last good checkpoint kept at {ctx.checkpoint}")
+            loss = ctx.task.loss(logits, targets) * (world / global_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        seen += len(labels)
-        seen_here += len(labels)
-        loss_sum += loss.item() * global_size / world
-        correct += ctx.task.train_hits(logits.detach(), labels).sum().item()
-        progress.step, progress.sums = step + 1, (seen, loss_sum, correct)
+        sums.add(step, loss, ctx.task.train_hits(logits.detach(), targets), len(targets), global_size / world)
+        seen_here += len(targets)
         if ctx.is_main:
             bar.set_postfix(img_s=f"{seen_here * world / (time.perf_counter() - t0):.0f}")
         if hp.checkpoint_every and (step + 1) % hp.checkpoint_every == 0 and step + 1 < len(batches):
+            settle(step + 1)
             save_checkpoint(ctx, model, optimizer, progress, fp)
+    settle(len(batches))
     bar.close()
     return seen_here, time.perf_counter() - t0
 

@@ -52,14 +52,20 @@ def colour_shift(alphas, eigval, eigvec):
 
 class TrainTransform:
     """One random crop from the image rescaled to a random S in [scale_min, scale_max] (pixels),
-    random horizontal flip, PCA colour shift, mean subtraction (§3.1)."""
+    random horizontal flip, PCA colour shift, mean subtraction (§3.1).
+
+    Two paths give the same pixels for the same draws: `__call__` transforms one image of any
+    size (ImageFolder files, decoded one by one in loader workers since their sizes differ);
+    `batch` transforms N equal-sized images at once with whole-batch tensor operations on
+    whatever device holds them (the in-memory default, on the training device)."""
 
     def __init__(self, crop, scale_min, scale_max, mean, eigval, eigvec, colour_std=0.1, flip=True):
         self.crop, self.scale_min, self.scale_max = crop, scale_min, scale_max
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.mean = torch.tensor(mean, dtype=torch.float32)
         self.eigval = torch.tensor(eigval, dtype=torch.float32)
         self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
         self.colour_std, self.flip = colour_std, flip
+        self._sizes, self._matrices = {}, {}  # per image size (and device): rescaled_sizes, resize_matrices
 
     def draws(self, seeds, height, width):
         """The random choices for N images of one size, each from its own seed, vectorised:
@@ -78,7 +84,10 @@ class TrainTransform:
 
     def rescaled_sizes(self, height, width):
         """(H, W) after rescaling to each S in [scale_min, scale_max], one row per S."""
-        return torch.tensor([rescaled_size(height, width, s) for s in range(self.scale_min, self.scale_max + 1)])
+        if (height, width) not in self._sizes:
+            self._sizes[height, width] = torch.tensor(
+                [rescaled_size(height, width, s) for s in range(self.scale_min, self.scale_max + 1)])
+        return self._sizes[height, width]
 
     def draw(self, seed, height, width):
         """The random choices for one image: S, crop corner, flip, colour alphas."""
@@ -86,25 +95,67 @@ class TrainTransform:
         return int(scale[0]), int(top[0]), int(left[0]), bool(flip[0]), alphas[0]
 
     def __call__(self, image, seed):
-        return self.batch(image[None], [seed])[0]
-
-    def batch(self, images, seeds):
-        """The transform of each of N equal-sized images, each with its own seed."""
-        height, width = images.shape[-2:]
-        scale, top, left, flip, alphas = self.draws(seeds, height, width)
-        if min(height, width) <= self.scale_min:
-            sizes = self.rescaled_sizes(height, width)[scale - self.scale_min]
-            out = upscaled_crops(images.float(), sizes, top, left, flip, self.crop)
-        else:  # shrinking: rescale with antialiasing, one call per distinct S
-            out = torch.empty(len(seeds), 3, self.crop, self.crop)
-            for s in scale.unique().tolist():
-                members = (scale == s).nonzero().flatten().tolist()
-                scaled = rescale(images[members], s)
-                for j, i in enumerate(members):
-                    view = scaled[j, :, top[i]:top[i] + self.crop, left[i]:left[i] + self.crop]
-                    out[i] = view.flip(-1) if flip[i] else view
+        """The per-image path: rescale to the drawn S, crop, flip, colour shift, minus mean."""
+        scale, top, left, flip, alphas = self.draw(seed, *image.shape[-2:])
+        out = rescale(image, scale)[:, top:top + self.crop, left:left + self.crop]
+        if flip:
+            out = out.flip(-1)
         shift = colour_shift(alphas, self.eigval, self.eigvec)
-        return out + (shift[:, :, None, None] - self.mean)
+        return out + (shift - self.mean)[:, None, None]
+
+    def resize_matrices(self, height, width, device):
+        """`rescale` to every S in [scale_min, scale_max] as two stacks of matrices, zero-padded to
+        the largest S: rescale(image, S) == rows[k] @ image @ cols[k].T, k = S - scale_min, within
+        float rounding (bilinear resampling, antialiased or not, is separable and linear)."""
+        key = (height, width, str(device))
+        if key not in self._matrices:
+            sizes = self.rescaled_sizes(height, width)
+            rows = torch.zeros(len(sizes), int(sizes[:, 0].max()), height)
+            cols = torch.zeros(len(sizes), int(sizes[:, 1].max()), width)
+            for k, (h, w) in enumerate(sizes.tolist()):
+                rows[k, :h] = resize_matrix(height, h, antialias=h < height)
+                # rescale() antialiases both sides when the image shrinks (h < height).
+                cols[k, :w] = resize_matrix(width, w, antialias=h < height)
+            self._matrices[key] = rows.to(device), cols.to(device)
+        return self._matrices[key]
+
+    def batch(self, images, seeds=None, draws=None):
+        """The transform of each of N equal-sized uint8 images (N x 3 x H x W, on any device), each
+        with its own seed, as whole-batch tensor operations: per image, the drawn S's resize rows
+        of its crop and resize columns of its (flipped) crop, gathered by index arithmetic, then two
+        batched matrix products and one batched colour shift. Equals `__call__` image by image
+        within float rounding (tests/test_transforms.py); returned in channels_last memory layout.
+        `draws` (as `draws` returns them) may be given instead of the seeds."""
+        device = images.device
+        n, channels, height, width = images.shape
+        scale, top, left, flip, alphas = self.draws(seeds, height, width) if draws is None else draws
+        if device.type != "cpu":
+            scale, top, left, flip, alphas = (t.to(device) for t in (scale, top, left, flip, alphas))
+        rows, cols = self.resize_matrices(height, width, device)
+        crop = self.crop
+        steps = torch.arange(crop, device=device)[None]
+        # A flip reverses the crop's columns: it is folded into which columns are gathered.
+        xs = left[:, None] + torch.where(flip[:, None], crop - 1 - steps, steps)
+        ys = top[:, None] + steps
+        # Row (k, y) of a stack sits at k * rows.shape[1] + y of its flat view: one index_select each.
+        k = (scale - self.scale_min)[:, None]
+        crop_rows = rows.flatten(0, 1).index_select(0, (k * rows.shape[1] + ys).flatten()).view(n, crop, height)
+        crop_cols = cols.flatten(0, 1).index_select(0, (k * cols.shape[1] + xs).flatten()).view(n, crop, width)
+        # Columns first: (N, C*H, W) @ (N, W, crop); then rows over (N, H, crop*C), which leaves the
+        # result laid out as N x crop x crop x C, the channels_last layout the training step uses.
+        out = torch.bmm(images.float().view(n, channels * height, width), crop_cols.transpose(1, 2))
+        out = out.view(n, channels, height, crop).permute(0, 2, 3, 1).reshape(n, height, crop * channels)
+        out = torch.bmm(crop_rows, out).view(n, crop, crop, channels).permute(0, 3, 1, 2)
+        shift = colour_shift(alphas, self.eigval.to(device), self.eigvec.to(device))
+        return out + (shift - self.mean.to(device))[:, :, None, None]
+
+
+def resize_matrix(size, new_size, antialias):
+    """The new_size x size matrix of F.interpolate's bilinear (align_corners=False) resampling
+    along one axis: the interpolation of the identity, computed in float64."""
+    eye = torch.eye(size, dtype=torch.float64)[None, None]
+    return F.interpolate(eye, size=(new_size, size), mode="bilinear", align_corners=False,
+                         antialias=antialias)[0, 0].float()
 
 
 def uniforms(seeds, count):
@@ -120,23 +171,6 @@ def uniforms(seeds, count):
     return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53)
 
 
-def upscaled_crops(images, sizes, top, left, flip, crop):
-    """Crops of each image bilinearly rescaled to its own size (N x 2: H, W), in one grid_sample call.
-
-    Samples exactly the pixels that F.interpolate (bilinear, align_corners=False) followed by a
-    crop would give, without materialising the rescaled images; only valid when enlarging (no
-    antialiasing needed)."""
-    h, w = sizes.double().unbind(1)
-    h, w = h[:, None], w[:, None]
-    steps = torch.arange(crop, dtype=torch.float64)[None]
-    cols = torch.where(flip[:, None], crop - 1 - steps, steps)
-    # Normalised coordinates of output pixel centres: (position + 0.5) / size * 2 - 1.
-    gy = (top[:, None] + steps + 0.5) / h * 2 - 1
-    gx = (left[:, None] + cols + 0.5) / w * 2 - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1).float()
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class TestTransform:
     """Rescale so the smallest side is Q (pixels), subtract the mean RGB (§3.2)."""
 
@@ -145,7 +179,8 @@ class TestTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
 
     def __call__(self, image):
-        return rescale(image, self.scale) - self.mean
+        """One 3 x H x W image or an N x 3 x H x W batch, on any device."""
+        return rescale(image, self.scale) - self.mean.to(image.device)
 
 
 def centre_crop(image, crop):
