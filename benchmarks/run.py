@@ -311,6 +311,7 @@ def bench_epoch(params_path, nets, device, fp32=False):
 
         model, _ = default_step(net, model_params, hp, loop_context(device, hp)[0])
         with tempfile.TemporaryDirectory() as tmp:
+            previous_dir = os.environ.get(train.CHECKPOINT_ENV)
             os.environ[train.CHECKPOINT_ENV] = tmp
             live, log = dvclive_logger(Path(tmp) / "logs")
             try:
@@ -324,7 +325,10 @@ def bench_epoch(params_path, nets, device, fp32=False):
             finally:
                 for name, fn in originals.items():
                     setattr(train, name, fn)
-                os.environ.pop(train.CHECKPOINT_ENV)
+                if previous_dir is None:
+                    os.environ.pop(train.CHECKPOINT_ENV)
+                else:
+                    os.environ[train.CHECKPOINT_ENV] = previous_dir
         rest = total - sum(sections.values())
         shares = ", ".join(f"{name} {100 * t / total:.1f}%" for name, t in {**sections, "steps and rest": rest}.items())
         print(f"   net {net}: {total:.1f} s, {len(train_set) / total:.0f} img/s: {shares}")
