@@ -16,6 +16,8 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--net", required=True)
     parser.add_argument("--net-a", help="trained net A to copy from; omitted = all layers random")
+    parser.add_argument("--seed", type=int, default=0, help="training replicate (params `seeds`): offsets "
+                        "init.seed by vgg.params.SEED_STRIDE x seed")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -23,6 +25,9 @@ def main(argv=None):
     net = params.check_net(args.net)
     model_params = params.section(all_params, "model")
     init_params = params.section(all_params, "init")
+    if args.seed < 0:
+        raise io.StageError(f"--seed: {args.seed} must be >= 0")
+    init_params["seed"] = params.replicate_seed(init_params["seed"], args.seed)
     kwargs = params.model_kwargs(model_params)
     model = models.build_model(net, **kwargs)
     if args.net_a is None:

@@ -14,9 +14,9 @@ from vgg import io, params, report, tables, transfer
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--preds", default="preds", type=Path, help="holds <run>/<protocol>.pt")
-    parser.add_argument("--ensembles", default="preds/ensembles", type=Path, help="holds <ensemble>.pt")
-    parser.add_argument("--logs", default="logs", type=Path, help="holds <run>/plots/metrics/*.tsv")
+    parser.add_argument("--preds", default="preds", type=Path,
+                        help="holds seed<k>/<run>/<protocol>.pt and seed<k>/ensembles/<ensemble>.pt")
+    parser.add_argument("--logs", default="logs", type=Path, help="holds seed<k>/<run>/plots/metrics/*.tsv")
     parser.add_argument("--loc", default="preds/loc", type=Path, help="holds evaluate_loc's <run>.pt and dense.pt")
     parser.add_argument("--transfer-metrics", default="metrics", type=Path, help="holds transfer_<task>.json")
     parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
@@ -33,27 +33,32 @@ def main(argv=None):
     compute = io.read_json(args.compute, "compute file") if args.compute else None
 
     # Everything is computed before anything is written: a failure leaves no half report.
-    found = tables.classification(all_params, args.preds, args.ensembles)
-    rows, read, results, frames, claims = found.rows, found.read, found.results, found.frames, found.claims
-    curves = tables.load_curves(args.logs, settings["runs"])
+    found = tables.classification(all_params, args.preds)
+    rows, reads, results, frames, claims = found.rows, found.reads, found.results, found.frames, found.claims
+    seeds = found.seeds
+    curves = tables.load_curves(args.logs, tables.seed_runs(settings["runs"], seeds))
     test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)
     loc_preds = {run: io.load(args.loc / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
     dense = io.load(args.loc / "dense.pt", "dense localisation predictions")
-    loc_files, loc_flat, loc_line = report.localisation_part(loc_preds, dense, test_split, settings)
+    loc_files, loc_flat, loc_line, loc_claims = report.localisation_part(loc_preds, dense, test_split, settings,
+                                                                         seeds[0])
     transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
                       for task in transfer.TASKS}
     transfer_flat = {key: value for task in transfer.TASKS for key, value in
                      io.read_json(args.transfer_metrics / f"transfer_{task}.json", "transfer metrics").items()}
-    t11_files, t11_flat, t11_line = report.transfer_part(transfer_preds, transfer_flat, settings)
+    t11_files, t11_flat, t11_line, t11_claims = report.transfer_part(transfer_preds, transfer_flat, settings,
+                                                                     seeds[0])
     flat.update({**loc_flat, **t11_flat})
-    n_images = len(results[0].correct1)
+    n_images = results[0].by_seed1.shape[1]
 
-    files = {**report.classification_part(model, data, rows, read, frames, claims, curves, test_split, settings,
-                                          n_images), **loc_files, **t11_files}
+    forest = {"classification": claims, f"App. A (seed {seeds[0]})": loc_claims,
+              f"App. B (seed {seeds[0]})": t11_claims}
+    files = {**report.classification_part(model, data, rows, reads, frames, claims, curves, test_split, settings,
+                                          n_images, forest), **loc_files, **t11_files}
     files["README.md"] = report.readme(data, model, schedules, compute, n_images, claims,
                                        tables.training_summary(curves, args.logs), settings["confidence"],
-                                       args.metrics, "samples.png" in files, [loc_line, t11_line])
+                                       args.metrics, "samples.png" in files, [loc_line, t11_line], seeds)
     tmp = io.temp_dir_beside(args.out)
     try:
         report.write_files(files, tmp)

@@ -5,6 +5,7 @@ Runs on one process, or on N under torchrun (`VGG_NPROC=N` re-launches it so).
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import time
@@ -46,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--net", required=True)
     parser.add_argument("--schedule", default="train", help="params section: train, finetune or jitter")
     parser.add_argument("--init", help="model file to start from; omitted = random init (params `init`)")
+    parser.add_argument("--seed", type=int, default=0, help="training replicate (params `seeds`): offsets "
+                        "train.seed and init.seed by vgg.params.SEED_STRIDE x seed")
     parser.add_argument("--data", default="data/prepared", type=Path)
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True, type=Path)
@@ -57,6 +60,12 @@ def main(argv=None):
     model_params = params.section(all_params, "model")
     init_params = params.section(all_params, "init")
     hp = params.schedule(all_params, args.schedule)
+    if args.seed < 0:
+        raise io.StageError(f"--seed: {args.seed} must be >= 0")
+    # A replicate differs from another in what a re-run varies: initial weights, data order,
+    # augmentation draws, dropout masks; never in the data split or the test set.
+    hp = dataclasses.replace(hp, seed=params.replicate_seed(hp.seed, args.seed))
+    init_params = {**init_params, "seed": params.replicate_seed(init_params["seed"], args.seed)}
     relaunch_under_torchrun(argv)
 
     stats = io.read_json(args.mean_rgb, "mean RGB file")
@@ -82,7 +91,7 @@ def main(argv=None):
     # Validation at Q = S (fixed S) or 0.5 (Smin + Smax) (jittered), as in §4.1.
     val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, crop), stats["mean"])
     settings = {"net": net, "schedule": args.schedule, "hp": dataclasses.asdict(hp), "model": kwargs,
-                "init": init_params, "init_file": args.init}
+                "init": init_params, "init_file": args.init, "replicate": args.seed}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb] + ([args.init] if args.init else [])
     fit_and_save(model, data.Transformed(train_set, train_transform), val_set, val_transform, hp, settings,
                  inputs, args.out, args.live_dir, kwargs, init_file=args.init)
@@ -94,7 +103,10 @@ def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs,
     record to `out` and move the finished DVCLive logs to `live_dir`."""
     fp = train.fingerprint(settings, *inputs)
     rank, world, device = train.init_distributed()
-    run = out.stem
+    # "seed1/D_384" for a replicate's model (models/seed1/D_384.pt), else the file's stem: replicates
+    # of one net keep their own checkpoints (.ckpt/<run>/).
+    out = Path(out)
+    run = f"{out.parent.name}/{out.stem}" if re.fullmatch(r"seed\d+", out.parent.name) else out.stem
     # DVCLive clears its directory when it starts: it writes beside --live-dir and the finished
     # logs replace the old ones only once the model is saved, so a killed or failed run leaves the
     # previous logs/<run>/ as it was (a resumed run replays its history into the new directory).
@@ -120,6 +132,7 @@ def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs,
             # Wall time of this invocation (a resumed run counts only its own part).
             seconds = time.perf_counter() - start
             live.summary["wall_seconds"] = round(seconds, 1)
+            live.summary["stopped_by"] = train.stopped_by(history)
             live.end()
             # No timings in the model file (they are in the logs): equal weights give equal bytes,
             # so a re-run that trains the same net leaves the evaluations downstream up to date.

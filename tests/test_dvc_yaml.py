@@ -45,23 +45,18 @@ def closure(path):
 
 
 def expanded_stages():
-    """name -> stage of dvc.yaml, foreach groups expanded (lists and dicts)."""
+    """name -> {cmd, deps, outs} of every stage, foreach and matrix groups expanded by DVC itself
+    (`train_256@B-0`, `fuse_ilsvrc7@0`; params.yaml's `seeds` and other values interpolated); deps
+    without the params dependencies, outs with metrics and plots."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
     stages = {}
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" not in stage:
-            stages[name] = stage
-            continue
-        items = stage["foreach"]
-        if isinstance(items, str):  # ${section.key}: a list or dict from params.yaml
-            value = yaml.safe_load((ROOT / "params.yaml").read_text())
-            for part in items.strip("${}").split("."):
-                value = value[part]
-            items = value
-        for key, item in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
-            text = yaml.safe_dump(stage["do"]).replace("${key}", str(key))
-            if isinstance(item, dict):
-                text = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
-            stages[f"{name}@{key}"] = yaml.safe_load(text.replace("${item}", str(item)))
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            stages[stage.addressing] = {
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                "outs": [o.def_path for o in stage.outs]}
     return stages
 
 
@@ -84,15 +79,33 @@ def test_the_import_scan_sees_lazy_and_relative_imports():
     assert {"stages/train.py", "vgg/train.py", "vgg/device.py", "vgg/transforms.py"} <= closure("stages/train.py")
 
 
-def test_each_fusion_stage_depends_only_on_its_members_predictions():
+def test_each_fusion_stage_depends_only_on_its_members_predictions_of_its_seed():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     stages = expanded_stages()
     for name, ensemble in params["fuse"]["ensembles"].items():
         protocols = ensemble["protocol"].split("+")
-        expected = {f"preds/{net}_{scale}/{protocol}.pt" for net, scale, _ in
-                    (m.split("/") for m in ensemble["members"]) for protocol in protocols}
-        listed = {d for d in stages[f"fuse_{name}"]["deps"] if d.startswith("preds/")}
-        assert listed == expected, name
+        for seed in params["seeds"]:
+            expected = {f"preds/seed{seed}/{net}_{scale}/{protocol}.pt" for net, scale, _ in
+                        (m.split("/") for m in ensemble["members"]) for protocol in protocols}
+            listed = {d for d in stages[f"fuse_{name}@{seed}"]["deps"] if d.startswith("preds/")}
+            assert listed == expected, (name, seed)
+
+
+def test_every_net_is_trained_and_evaluated_once_per_seed_from_its_own_seed():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = expanded_stages()
+    trained = {o for s in stages.values() for o in s["outs"] if re.fullmatch(r"models/seed\d+/[^/]+\.pt", o)}
+    runs = params["report"]["runs"]
+    assert trained == {f"models/seed{k}/{run}.pt" for k in params["seeds"] for run in runs}
+    for name, stage in stages.items():
+        seeds = set(re.findall(r"seed(\d+)/", " ".join(stage["deps"] + stage["outs"])))
+        # A replicate never reads another seed's files; the appendices read the first seed's nets only.
+        assert len(seeds) <= 1, name
+        if name.startswith(("train_loc", "localise_dense", "features_")):
+            assert seeds == {str(params["seeds"][0])}, name
+    for seed in params["seeds"]:
+        assert f"models/seed{seed}/A_256.pt" in stages[f"init_from_a@D-{seed}"]["deps"]
+        assert f"models/seed{seed}/D_256.pt" in stages[f"finetune_384@D-{seed}"]["deps"]
 
 
 def test_every_data_path_a_stage_reads_or_writes_is_on_its_command_line():
@@ -102,7 +115,7 @@ def test_every_data_path_a_stage_reads_or_writes_is_on_its_command_line():
     problems = []
     for name, stage in expanded_stages().items():
         tokens = stage["cmd"].split()
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+        outs = stage["outs"]
         for path in [d for d in stage["deps"] if not d.endswith(".py") and d not in implicit] + outs:
             parents = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
             if not any(p in tokens for p in parents):

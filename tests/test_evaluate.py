@@ -11,7 +11,7 @@ import stages.evaluate
 from vgg import evaluate as E
 from vgg import io, models
 from vgg.data import ImageSet
-from vgg.transforms import rescale
+from vgg.transforms import pixels, rescale
 
 CROP = 28
 MEAN = [120.0, 110.0, 100.0]
@@ -134,6 +134,20 @@ def test_multi_crop_at_crop_size_equals_forward():
     with torch.no_grad():
         expected = (F.softmax(model(x), 1) + F.softmax(model(x.flip(-1)), 1)) / 2
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_centre_protocol_is_one_centre_crop_without_flip():
+    # §4.1 scores B-5x5 against B "on a center crop".
+    model, dataset = tiny_model(), tensor_set(2, size=28)
+    size = 40
+    got = E.evaluate_model(model, dataset, [320], "centre", MEAN, CROP, batch_size=64, device="cpu", grid=5)
+    assert pixels(320, CROP) == size
+    top = left = (size - CROP) // 2
+    for i in range(2):
+        image = rescale(dataset.image(i), size) - torch.tensor(MEAN)[:, None, None]
+        with torch.no_grad():
+            expected = F.softmax(model(image[None, :, top:top + CROP, left:left + CROP]), 1)[0]
+        torch.testing.assert_close(got[320][i], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_150_crops_per_image_over_3_scales():

@@ -101,11 +101,19 @@ def test_equally_good_models_on_different_images_are_inconclusive():
     assert stats.verdict(low, high, "better") == "inconclusive"
 
 
-def test_does_not_help_is_contradicted_only_when_significantly_better():
-    assert stats.verdict(0.5, 2.0, "not better") == "contradicted"
-    assert stats.verdict(-0.5, 2.0, "not better") == "reproduced"
-    assert stats.verdict(-2.0, -0.5, "not better") == "reproduced"
-    assert stats.verdict(0.0, 0.0, "not better") == "reproduced"
+def test_does_not_help_is_an_equivalence_test_with_a_margin():
+    # The candidate's gain, in points, against a margin of 0.5: reproduced only when the whole
+    # interval lies below it, contradicted only when the whole interval lies above it.
+    assert stats.verdict(-0.8, 0.3, "not better", 0.5) == "reproduced"
+    assert stats.verdict(-2.0, -0.5, "not better", 0.5) == "reproduced"
+    assert stats.verdict(0.0, 0.0, "not better", 0.5) == "reproduced"
+    assert stats.verdict(0.6, 2.0, "not better", 0.5) == "contradicted"
+    # A gain that may be small or large settles nothing, either way (the old rule said reproduced).
+    assert stats.verdict(-0.5, 2.0, "not better", 0.5) == "inconclusive"
+    assert stats.verdict(0.2, 0.9, "not better", 0.5) == "inconclusive"
+    assert stats.verdict(0.2, 0.9, "not better", 1.0) == "reproduced"
+    with pytest.raises(ValueError):
+        stats.verdict(0, 1, "not better")  # no margin
     with pytest.raises(ValueError):
         stats.verdict(0, 1, "worse")
 

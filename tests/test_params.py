@@ -218,6 +218,20 @@ def test_schedules_follow_section_3_1(repo_params):
     assert fields == set(repo_params["train"]) - {"train_scale"} | {"scale_min", "scale_max"}
 
 
+def test_seeds_are_a_non_empty_list_of_distinct_replicates(params):
+    assert P.seeds({"seeds": [0, 1, 2]}) == [0, 1, 2]
+    for bad in ([], [0, 0], [-1], [0.5], "0", None, [True]):
+        with pytest.raises(StageError, match=r"^seeds: "):
+            P.seeds({"seeds": bad})
+    assert P.replicate_seed(0, 0) == 0 and P.replicate_seed(7, 2) == 7 + 2 * P.SEED_STRIDE
+
+
+def test_fine_tunes_end_on_their_plateau(repo_params):
+    for name in ("finetune", "jitter"):
+        hp = P.schedule(repo_params, name)
+        assert hp.max_lr_drops >= 1  # at least one drop before the plateau that ends the run
+
+
 def test_schedule_errors(params):
     message = error_of(P.schedule, params, "warmup")
     assert message.startswith("--schedule: ")

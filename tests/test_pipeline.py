@@ -15,8 +15,9 @@ import yaml
 from conftest import ROOT, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
-RUNS = ["A_256", "A-LRN_256", "B_256", "C_256", "D_256", "E_256", "C_384", "D_384", "E_384",
+RUNS = ["A_256", "A-LRN_256", "B_256", "B-5x5_256", "C_256", "D_256", "E_256", "C_384", "D_384", "E_384",
         "C_256-512", "D_256-512", "E_256-512"]
+SEEDS = tiny_params()["seeds"]
 
 
 def sh(cmd, cwd, env, check=True):
@@ -48,26 +49,34 @@ def repo(tmp_path_factory):
     return repo, env, result.stdout
 
 
-def test_repro_trains_every_model_with_metrics_and_curves(repo):
+def test_repro_trains_every_model_of_every_seed_with_metrics_and_curves(repo):
     path, _, _ = repo
-    for run in RUNS:
-        assert (path / "models" / f"{run}.pt").is_file(), run
-        metrics = json.loads((path / "logs" / run / "metrics.json").read_text())
-        assert 0 <= metrics["val_top1_err"] <= 100, run
-        assert (path / "logs" / run / "plots" / "metrics" / "val_top1_err.tsv").is_file(), run
+    for seed in SEEDS:
+        for run in RUNS:
+            assert (path / "models" / f"seed{seed}" / f"{run}.pt").is_file(), run
+            logs = path / "logs" / f"seed{seed}" / run
+            metrics = json.loads((logs / "metrics.json").read_text())
+            assert 0 <= metrics["val_top1_err"] <= 100, run
+            assert metrics["stopped_by"] in ("plateau", "epoch cap"), run
+            assert (logs / "plots" / "metrics" / "val_top1_err.tsv").is_file(), run
+    # Seeds are different trainings of the same net on the same data.
+    a0, a1 = (torch.load(path / "models" / f"seed{k}" / "A_256.pt", weights_only=False) for k in SEEDS[:2])
+    assert not torch.equal(a0["state_dict"]["features.0.weight"], a1["state_dict"]["features.0.weight"])
+    assert a1["params"]["replicate"] == SEEDS[1] and a1["params"]["hp"]["seed"] == a0["params"]["hp"]["seed"] + 1000
 
 
-def test_b_to_e_start_from_a_weights(repo):
+def test_b_to_e_start_from_a_weights_of_their_own_seed(repo):
     path, _, _ = repo
-    a = torch.load(path / "models" / "A_256.pt", weights_only=False)["state_dict"]
-    for net in "BCDE":
-        init = torch.load(path / "models" / "init" / f"{net}.pt", weights_only=False)
-        assert init["copied_from_a"] == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"]
-        state = init["state_dict"]
-        assert torch.equal(state["features.0.weight"], a["features.0.weight"]), net
-        assert torch.equal(state["classifier.6.weight"], a["classifier.6.weight"]), net
-        trained = torch.load(path / "models" / f"{net}_256.pt", weights_only=False)
-        assert trained["init_file"] == f"models/init/{net}.pt"
+    for seed in SEEDS:
+        a = torch.load(path / "models" / f"seed{seed}" / "A_256.pt", weights_only=False)["state_dict"]
+        for net in "BCDE":
+            init = torch.load(path / "models" / f"seed{seed}" / "init" / f"{net}.pt", weights_only=False)
+            assert init["copied_from_a"] == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"]
+            state = init["state_dict"]
+            assert torch.equal(state["features.0.weight"], a["features.0.weight"]), net
+            assert torch.equal(state["classifier.6.weight"], a["classifier.6.weight"]), net
+            trained = torch.load(path / "models" / f"seed{seed}" / f"{net}_256.pt", weights_only=False)
+            assert trained["init_file"] == f"models/seed{seed}/init/{net}.pt"
 
 
 def test_second_repro_runs_nothing(repo):
@@ -94,14 +103,14 @@ def stages_to_run(path, env, key, value):
 def test_changing_train_lr_reruns_the_from_scratch_stages(repo):
     path, env, _ = repo
     stages = stages_to_run(path, env, "train.lr", 0.005)
-    assert {"train_scratch@A", "train_scratch@A-LRN", "train_256@E", "finetune_jitter@E"} <= stages
+    assert {"train_scratch@A-0", "train_scratch@A-LRN-1", "train_256@E-0", "finetune_jitter@E-1"} <= stages
     assert "prepare" not in stages and "mean_rgb" not in stages
 
 
 def test_changing_finetune_lr_does_not_retrain_a(repo):
     path, env, _ = repo
     stages = stages_to_run(path, env, "finetune.lr", 0.002)
-    assert {"finetune_384@C", "finetune_384@D", "finetune_384@E"} <= stages
+    assert {f"finetune_384@{net}-{seed}" for net in "CDE" for seed in SEEDS} <= stages
     assert not any(s.startswith(("train_scratch", "train_256", "init_from_a")) for s in stages)
 
 
@@ -118,13 +127,18 @@ def test_repro_renders_every_table_and_metric(repo):
         assert 0 <= metrics[key] <= 100, key
     claims = (reports / "claims.md").read_text()
     assert any(v in claims for v in ("reproduced", "contradicted", "inconclusive"))
-    for run in RUNS:
-        assert (path / "preds" / run / "dense.pt").is_file(), run
-    # Table 3's row for A equals the error recomputed from the saved posteriors.
-    record = torch.load(path / "preds" / "A_256" / "dense.pt", weights_only=False)
-    top1 = record["posteriors"][256].argmax(1)
-    err = 100.0 * (top1 != record["labels"]).double().mean().item()
-    assert metrics["table3.A.S256.Q256.top1"] == pytest.approx(err, abs=1e-3)
+    errors = []
+    for seed in SEEDS:
+        for run in RUNS:
+            assert (path / "preds" / f"seed{seed}" / run / ("centre.pt" if run == "B-5x5_256" else "dense.pt")).is_file()
+        record = torch.load(path / "preds" / f"seed{seed}" / "A_256" / "dense.pt", weights_only=False)
+        top1 = record["posteriors"][256].argmax(1)
+        errors.append(100.0 * (top1 != record["labels"]).double().mean().item())
+    # Table 3's row for A is the mean over seeds of the errors recomputed from the saved posteriors.
+    assert metrics["table3.A.S256.Q256.top1"] == pytest.approx(sum(errors) / len(errors), abs=1e-3)
+    assert metrics["table3.A.S256.Q256.top1_sd"] == pytest.approx(float(torch.tensor(errors).std()), abs=1e-3)
+    frame = (path / "reports" / "claims.csv").read_text()
+    assert "b_beats_b5x5" in frame and f"/{len(SEEDS)}," in frame
 
 
 def test_classification_claims_script_writes_the_reports_tables_and_claims(repo):
@@ -140,16 +154,30 @@ def test_run_cache_restores_an_evaluation_instead_of_running_it_again(repo):
     # params restores the stage's outputs from DVC's run cache, never recomputes them.
     path, env, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
-    before = (path / "preds" / "A_256" / "dense.pt").read_bytes()
+    before = (path / "preds" / "seed0" / "A_256" / "dense.pt").read_bytes()
     batch = params["evaluate"]["batch_size"]
     params["evaluate"]["batch_size"] = batch + 1
     write_params(path / "params.yaml", params)
-    assert "Running stage 'evaluate_dense@A_256'" in sh("dvc repro -s evaluate_dense@A_256", path, env).stdout
+    assert "Running stage 'evaluate_dense@A_256-0'" in sh("dvc repro -s evaluate_dense@A_256-0", path, env).stdout
     params["evaluate"]["batch_size"] = batch
     write_params(path / "params.yaml", params)
-    out = sh("dvc repro -s evaluate_dense@A_256", path, env).stdout
+    out = sh("dvc repro -s evaluate_dense@A_256-0", path, env).stdout
     assert "skipping run, checking out outputs" in out and "Running stage" not in out
-    assert (path / "preds" / "A_256" / "dense.pt").read_bytes() == before
+    assert (path / "preds" / "seed0" / "A_256" / "dense.pt").read_bytes() == before
+
+
+def test_a_one_seed_run_reruns_only_the_report(repo):
+    # `dvc exp run -S 'seeds=[0]'`, the quick first look: every seed-0 stage is up to date, so only
+    # the report (which reads `seeds`) runs; seed 1's stages leave the pipeline, none runs again.
+    path, env, _ = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    write_params(path / "params.yaml", {**params, "seeds": [SEEDS[0]]})
+    try:
+        out = sh("dvc repro --dry", path, env).stdout
+    finally:
+        write_params(path / "params.yaml", params)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"manifest", "report"}, ran
 
 
 def group_alive(pgid):
@@ -170,15 +198,15 @@ def test_sigterm_during_repro_keeps_the_previous_logs_and_a_rerun_writes_the_sam
     # stage (as `timeout` or a CI runner sends it to the process group) leaves the committed logs.
     path, env, _ = repo
     sh("git add -A && git commit -qm 'after the first repro'", path, env)
-    model, logs = (path / "models" / "A_256.pt").read_bytes(), files_under(path / "logs" / "A_256")
+    model, logs = (path / "models" / "seed0" / "A_256.pt").read_bytes(), files_under(path / "logs" / "seed0" / "A_256")
     params = yaml.safe_load((path / "params.yaml").read_text())
     write_params(path / "params.yaml", {**params, "train": {**params["train"], "epochs": 500}})
     output = path.parent / "sigterm.log"
     with open(output, "w") as out:
-        proc = subprocess.Popen("dvc repro -s train_scratch@A", shell=True, cwd=path, env=env, stdout=out,
+        proc = subprocess.Popen("dvc repro -s train_scratch@A-0", shell=True, cwd=path, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while "A_256 epoch 2:" not in output.read_text() and proc.poll() is None:
+        while "seed0/A_256 epoch 2:" not in output.read_text() and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, output.read_text()
         os.killpg(proc.pid, signal.SIGTERM)
@@ -194,14 +222,14 @@ def test_sigterm_during_repro_keeps_the_previous_logs_and_a_rerun_writes_the_sam
     stopped = [line for line in text.splitlines() if line.startswith("error: train: stopped by SIGTERM")]
     assert len(stopped) == 1 and "A_256" in stopped[0], text
     assert "Traceback" not in text, text
-    assert files_under(path / "logs" / "A_256") == logs
+    assert files_under(path / "logs" / "seed0" / "A_256") == logs
     assert sh("git status --porcelain logs/", path, env).stdout == ""
 
     # Back to the committed params: persisted outputs give the stage no run-cache entry, so it
     # trains again; equal weights now give equal bytes, so nothing downstream is out of date.
     write_params(path / "params.yaml", params)
-    assert "Running stage 'train_scratch@A'" in sh("dvc repro -s train_scratch@A", path, env).stdout
-    assert (path / "models" / "A_256.pt").read_bytes() == model
+    assert "Running stage 'train_scratch@A-0'" in sh("dvc repro -s train_scratch@A-0", path, env).stdout
+    assert (path / "models" / "seed0" / "A_256.pt").read_bytes() == model
     ran = [line for line in sh("dvc repro", path, env).stdout.splitlines() if line.startswith("Running stage")]
     # Only the report reads the logs (their wall time): no init, training or evaluation runs again.
     assert ran == ["Running stage 'manifest':", "Running stage 'report':"], ran

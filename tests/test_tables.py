@@ -21,9 +21,11 @@ from vgg.io import StageError
 from vgg.params import load_params
 
 REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
-RUNS = ["A_256", "A-LRN_256", "B_256", "C_256", "C_384", "C_256-512", "D_256", "D_384", "D_256-512",
+RUNS = ["A_256", "A-LRN_256", "B_256", "B-5x5_256", "C_256", "C_384", "C_256-512", "D_256", "D_384", "D_256-512",
         "E_256", "E_384", "E_256-512"]
 MULTI_CROP = ("D_256-512", "E_256-512")
+CENTRE = ("B_256", "B-5x5_256")  # §4.1; B-5x5 has no dense evaluation (it is in no table)
+SEEDS = [0, 1]  # two trainings of every net, as the report reads them (preds/seed<k>/, logs/seed<k>/)
 DE = ["D/256-512/256;384;512", "E/256-512/256;384;512"]
 # The fuse section proposed for params.yaml: Table 6's ensembles.
 ENSEMBLES = {
@@ -34,9 +36,10 @@ ENSEMBLES = {
     "DE_multi-crop": {"members": DE, "protocol": "multi-crop"},
     "DE_multi-crop+dense": {"members": DE, "protocol": "multi-crop+dense"},
 }
-REPORT = {"runs": RUNS, "bootstrap_samples": 1000, "bootstrap_seed": 0, "confidence": 0.95}
-# Synthetic quality: deeper nets, larger and jittered S, and multi-crop see the label more clearly.
-STRENGTH = {"A": 0.6, "A-LRN": 0.6, "B": 0.9, "C": 1.1, "D": 1.3, "E": 1.5}
+REPORT = {"runs": RUNS, "bootstrap_samples": 1000, "bootstrap_seed": 0, "confidence": 0.95, "equivalence_margin": 0.5}
+# Synthetic quality: deeper nets, larger and jittered S, and multi-crop see the label more clearly;
+# B-5x5 far less than B.
+STRENGTH = {"A": 0.6, "A-LRN": 0.6, "B": 0.9, "B-5x5": 0.3, "C": 1.1, "D": 1.3, "E": 1.5}
 SCALE_BONUS = {"256": 0.0, "384": 0.1, "256-512": 0.4}
 N, CLASSES = 600, 10
 
@@ -48,33 +51,40 @@ def scales_of(train_scale):
     return [s - 32, s, s + 32]
 
 
+def protocols_of(run):
+    return (() if run == "B-5x5_256" else ("dense",)) + (("multi-crop",) if run in MULTI_CROP else ()) + (
+        ("centre",) if run in CENTRE else ())
+
+
 def write_preds(root):
     labels = torch.randperm(N, generator=torch.Generator().manual_seed(0)) % CLASSES
     onehot = torch.nn.functional.one_hot(labels, CLASSES).float()
-    for run in RUNS:
-        net, train_scale = run.split("_")
-        for protocol in ("dense", "multi-crop") if run in MULTI_CROP else ("dense",):
-            g = torch.Generator().manual_seed(zlib.crc32(f"{run}/{protocol}".encode()))
-            strength = 3 * (STRENGTH[net] + SCALE_BONUS[train_scale] + (0.2 if protocol == "multi-crop" else 0))
-            scales = scales_of(train_scale)
-            posteriors = {q: (strength * onehot + 2.0 * torch.randn(N, CLASSES, generator=g)).softmax(1)
-                          for q in scales}
-            path = root / run / f"{protocol}.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"run": run, "net": net, "train_scale": train_scale, "protocol": protocol,
-                        "scales": scales, "posteriors": posteriors, "labels": labels.clone()}, path)
+    for seed in SEEDS:
+        for run in RUNS:
+            net, train_scale = run.split("_")
+            for protocol in protocols_of(run):
+                g = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{run}/{protocol}".encode()))
+                strength = 3 * (STRENGTH[net] + SCALE_BONUS[train_scale] + (0.2 if protocol == "multi-crop" else 0))
+                scales = scales_of(train_scale)
+                posteriors = {q: (strength * onehot + 2.0 * torch.randn(N, CLASSES, generator=g)).softmax(1)
+                              for q in scales}
+                path = root / f"seed{seed}" / run / f"{protocol}.pt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"run": run, "net": net, "train_scale": train_scale, "protocol": protocol,
+                            "scales": scales, "posteriors": posteriors, "labels": labels.clone()}, path)
 
 
 def write_logs(root):
-    for i, run in enumerate(RUNS):
-        metrics = root / run / "plots" / "metrics"
-        metrics.mkdir(parents=True)
-        steps = np.arange(4)
-        for name, values in (("val_top1_err", 40 - 5 * steps - i), ("train_loss", 2.0 / (steps + 1)),
-                             ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
-            pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
-        (root / run / "metrics.json").write_text(json.dumps({"step": 3, "val_top1_err": 25.0 - i,
-                                                            "wall_seconds": 10.0 + i}))
+    for seed in SEEDS:
+        for i, run in enumerate(RUNS):
+            metrics = root / f"seed{seed}" / run / "plots" / "metrics"
+            metrics.mkdir(parents=True)
+            steps = np.arange(4)
+            for name, values in (("val_top1_err", 40 - 5 * steps - i - seed), ("train_loss", 2.0 / (steps + 1)),
+                                 ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
+                pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
+            (root / f"seed{seed}" / run / "metrics.json").write_text(json.dumps(
+                {"step": 3, "val_top1_err": 25.0 - i, "wall_seconds": 10.0 + i, "stopped_by": "plateau"}))
 
 
 def write_test_split(path):
@@ -86,8 +96,9 @@ def write_test_split(path):
                 "classes": [f"class{c}" for c in range(10)], "boxes": data.tight_boxes(images)}, path)
 
 
-def write_params(path, ensembles=ENSEMBLES, report=REPORT):
+def write_params(path, ensembles=ENSEMBLES, report=REPORT, seeds=SEEDS):
     settings = load_params(REPO_PARAMS)
+    settings["seeds"] = list(seeds)
     settings["fuse"] = {"ensembles": copy.deepcopy(ensembles)}
     settings["report"] = copy.deepcopy(report)
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -129,27 +140,25 @@ def synthetic(tmp_path_factory):
     run_features_and_transfer(root / "transfer")  # the real stages on tiny untrained D and E
     params = write_params(root / "params.yaml")
     write_test_split(root / "test.pt")
-    for name in ENSEMBLES:
-        stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds"),
-                          "--out", str(root / "preds" / "ensembles" / f"{name}.pt")])
+    for seed in SEEDS:
+        for name in ENSEMBLES:
+            stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds" / f"seed{seed}"),
+                              "--out", str(root / "preds" / f"seed{seed}" / "ensembles" / f"{name}.pt")])
     (root / "preds" / "transfer").mkdir()
     for task in ("scenes", "fewshot"):
         (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / f"{task}.pt").read_bytes())
     return root
 
 
-def fused_reader(root):
-    return lambda name: torch.load(root / "preds" / "ensembles" / f"{name}.pt", weights_only=False)
+def fused_reader(root, seed=0):
+    return lambda name: torch.load(root / "preds" / f"seed{seed}" / "ensembles" / f"{name}.pt", weights_only=False)
 
 
 @pytest.fixture(scope="module")
 def computed(synthetic):
-    paper = classification_rows()
-    read = fusion.preds_reader(synthetic / "preds")
-    results = tables.evaluate_rows(paper, read, ENSEMBLES, fused_reader(synthetic))
-    frames = tables.tables(paper, results, pd.read_csv(PAPER_DIR / "fashion_mnist_reference.csv"))
-    claims = tables.claims(results, 1000, 0, 0.95)
-    return paper, results, frames, claims
+    found = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds")
+    assert found.seeds == tuple(SEEDS)
+    return classification_rows(), found.results, found.frames, found.claims
 
 
 def errors_by_hand(posteriors, labels):
@@ -159,25 +168,39 @@ def errors_by_hand(posteriors, labels):
     return 100 * (1 - (order[:, :1] == labels).any(1).mean()), 100 * (1 - (order[:, :5] == labels).any(1).mean())
 
 
-def saved(synthetic, run, protocol):
-    return torch.load(synthetic / "preds" / run / f"{protocol}.pt", weights_only=False)
+def saved(synthetic, run, protocol, seed=0):
+    return torch.load(synthetic / "preds" / f"seed{seed}" / run / f"{protocol}.pt", weights_only=False)
 
 
-def test_table3_row_equals_the_error_recomputed_from_the_saved_posteriors(synthetic, computed):
+def over_seeds(errors):
+    """(mean, sample sd) over seeds of per-seed (top-1, top-5) pairs, and the pairs."""
+    errors = np.array(errors)
+    return errors.mean(0), errors.std(0, ddof=1), errors
+
+
+def test_table3_row_is_the_mean_over_seeds_of_the_errors_recomputed_from_the_saved_posteriors(synthetic, computed):
     frame = computed[2]["table3"]
-    record = saved(synthetic, "D_256-512", "dense")
-    top1, top5 = errors_by_hand(record["posteriors"][384], record["labels"])
+    mean, sd, each = over_seeds([errors_by_hand(saved(synthetic, "D_256-512", "dense", seed)["posteriors"][384],
+                                                saved(synthetic, "D_256-512", "dense", seed)["labels"])
+                                 for seed in SEEDS])
     row = frame.loc["table3.D.S256-512.Q384"]
     assert (row["ConvNet"], row["train S"], row["test Q"]) == ("D", "256-512", "384")
-    assert row[tables.OURS_TOP1] == pytest.approx(top1)
-    assert row[tables.OURS_TOP5] == pytest.approx(top5)
+    assert row[tables.OURS_TOP1] == pytest.approx(mean[0])
+    assert row[tables.OURS_TOP5] == pytest.approx(mean[1])
+    assert row[tables.OURS_TOP1_SD] == pytest.approx(sd[0]) and sd[0] > 0
+    assert row[tables.N_SEEDS] == len(SEEDS)
+    for seed, (top1, top5) in zip(SEEDS, each):  # each seed's own value stays in the CSV
+        assert row[tables.SEED_TOP1.format(seed)] == pytest.approx(top1)
+        assert row[tables.SEED_TOP5.format(seed)] == pytest.approx(top5)
     assert row[tables.PAPER_TOP1] == 25.6 and row[tables.PAPER_TOP5] == 8.1
 
 
 def test_table4_row_averages_the_posteriors_over_the_three_test_scales(synthetic, computed):
-    record = saved(synthetic, "C_384", "dense")
-    mean = sum(record["posteriors"][q] for q in (352, 384, 416)) / 3
-    top1, top5 = errors_by_hand(mean, record["labels"])
+    errors = []
+    for seed in SEEDS:
+        record = saved(synthetic, "C_384", "dense", seed)
+        errors.append(errors_by_hand(sum(record["posteriors"][q] for q in (352, 384, 416)) / 3, record["labels"]))
+    (top1, top5), _, _ = over_seeds(errors)
     row = computed[2]["table4"].loc["table4.C.S384.Q352_384_416"]
     assert row["test Q"] == "352,384,416"
     assert row[tables.OURS_TOP1] == pytest.approx(top1)
@@ -186,27 +209,31 @@ def test_table4_row_averages_the_posteriors_over_the_three_test_scales(synthetic
 
 def test_table5_multi_crop_and_dense_averages_the_two_protocols(synthetic, computed):
     frame = computed[2]["table5"]
-    dense, crops = saved(synthetic, "E_256-512", "dense"), saved(synthetic, "E_256-512", "multi-crop")
+    dense, crops = saved(synthetic, "E_256-512", "dense", 1), saved(synthetic, "E_256-512", "multi-crop", 1)
     mean_dense = sum(dense["posteriors"][q] for q in (256, 384, 512)) / 3
     mean_crops = sum(crops["posteriors"][q] for q in (256, 384, 512)) / 3
     for protocol, posteriors in (("dense", mean_dense), ("multi-crop", mean_crops),
                                  ("multi-crop+dense", (mean_dense + mean_crops) / 2)):
         top1, top5 = errors_by_hand(posteriors, dense["labels"])
         row = frame.loc[f"table5.E.S256-512.{protocol}"]
-        assert row[tables.OURS_TOP1] == pytest.approx(top1), protocol
-        assert row[tables.OURS_TOP5] == pytest.approx(top5), protocol
+        assert row[tables.SEED_TOP1.format(1)] == pytest.approx(top1), protocol
+        assert row[tables.SEED_TOP5.format(1)] == pytest.approx(top5), protocol
 
 
 def test_table6_rows_come_from_the_fused_files_and_equal_averaged_members(synthetic, computed):
     frame = computed[2]["table6"]
     assert list(frame["ensemble"]) == ["ilsvrc7", "DE_dense", "DE_multi-crop", "DE_multi-crop+dense"]
     assert list(frame["nets"]) == [7, 2, 2, 2]
-    fused = fused_reader(synthetic)("DE_dense")
-    top1, _ = errors_by_hand(fused["posteriors"]["fused"], fused["labels"])
-    assert frame.loc["table6.DE_dense", tables.OURS_TOP1] == pytest.approx(top1)
-    by_hand = [sum(saved(synthetic, run, "dense")["posteriors"][q] for q in (256, 384, 512)) / 3
-               for run in ("D_256-512", "E_256-512")]
-    top1, top5 = errors_by_hand((by_hand[0] + by_hand[1]) / 2, fused["labels"])
+    errors = []
+    for seed in SEEDS:  # each seed's ensemble fuses that seed's members only
+        fused = fused_reader(synthetic, seed)("DE_dense")
+        from_file = errors_by_hand(fused["posteriors"]["fused"], fused["labels"])
+        by_hand = [sum(saved(synthetic, run, "dense", seed)["posteriors"][q] for q in (256, 384, 512)) / 3
+                   for run in ("D_256-512", "E_256-512")]
+        errors.append(errors_by_hand((by_hand[0] + by_hand[1]) / 2, fused["labels"]))
+        assert from_file == pytest.approx(errors[-1])
+        assert frame.loc["table6.DE_dense", tables.SEED_TOP1.format(seed)] == pytest.approx(errors[-1][0])
+    (top1, top5), _, _ = over_seeds(errors)
     assert frame.loc["table6.DE_dense", tables.OURS_TOP1] == pytest.approx(top1)
     assert frame.loc["table6.DE_dense", tables.OURS_TOP5] == pytest.approx(top5)
     assert frame.loc["table6.DE_multi-crop+dense", tables.PAPER_TEST5] == 6.8
@@ -243,10 +270,10 @@ def expected_metric_keys(paper):
         prefix = {"T3": f"table3.{net}.S{s}.Q{q}", "T4": f"table4.{net}.S{s}.Q{q}",
                   "T5": f"table5.{net}.S{s}.{protocol}"}.get(row["table"])
         if prefix:
-            keys += [f"{prefix}.top1", f"{prefix}.top5"]
-    keys += [f"table6.{name}.{k}" for name in ENSEMBLES for k in ("top1", "top5")]
-    keys += [f"table7.ours_{n}net.{k}" for n in (1, 2, 7) for k in ("top1", "top5", "accuracy")]
-    keys += [f"claims.{claim[0]}.{k}" for claim in tables.CLAIMS for k in ("diff", "ci_low", "ci_high")]
+            keys += [f"{prefix}.{k}" for k in ("top1", "top1_sd", "top5", "top5_sd")]
+    keys += [f"table6.{name}.{k}" for name in ENSEMBLES for k in ("top1", "top1_sd", "top5", "top5_sd")]
+    keys += [f"table7.ours_{n}net.{k}" for n in (1, 2, 7) for k in ("top1", "top1_sd", "top5", "top5_sd", "accuracy")]
+    keys += [f"claims.{claim[0]}.{k}" for claim in tables.CLAIMS for k in ("diff", "ci_low", "ci_high", "seed_sd")]
     return keys
 
 
@@ -279,14 +306,49 @@ def test_claims_verdicts_are_computed_from_the_interval(computed):
     assert list(claims.index) == [c[0] for c in tables.CLAIMS]
     for (key, _, direction, _, _), (_, row) in zip(tables.CLAIMS, claims.iterrows()):
         assert row["CI low"] <= row["ours: err(Y) - err(X)"] <= row["CI high"], key
-        assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"], direction), key
+        assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"], direction, 0.5), key
+        assert row[tables.N_SEEDS] == len(SEEDS)
     t3 = frames["table3"]
     diff = t3.loc["table3.A.S256.Q256", tables.OURS_TOP1] - t3.loc["table3.E.S256.Q256", tables.OURS_TOP1]
     assert claims.loc["depth_E_beats_A", "ours: err(Y) - err(X)"] == pytest.approx(diff)
-    # The synthetic E sees the label far more clearly than A; A-LRN is A's equal.
+    # The synthetic E sees the label far more clearly than A, in both seeds.
     assert claims.loc["depth_E_beats_A", "verdict"] == "reproduced"
-    assert claims.loc["lrn_does_not_help", "verdict"] == "reproduced"
+    assert claims.loc["depth_E_beats_A", tables.SEEDS_AGREE] == f"{len(SEEDS)}/{len(SEEDS)}"
+    per_seed = [t3.loc["table3.A.S256.Q256", tables.SEED_TOP1.format(k)]
+                - t3.loc["table3.E.S256.Q256", tables.SEED_TOP1.format(k)] for k in SEEDS]
+    assert claims.loc["depth_E_beats_A", tables.SEED_SD] == pytest.approx(np.std(per_seed, ddof=1))
+    # A-LRN is A's equal with errors on other images: the interval of its gain spans the 0.5-point
+    # margin, so "does not help" is neither confirmed nor refuted (the old rule called it reproduced).
+    lrn = claims.loc["lrn_does_not_help"]
+    assert lrn["CI low"] < 0 < 0.5 < lrn["CI high"] and lrn["verdict"] == "inconclusive"
     assert claims.loc["depth_B_beats_A", "paper: err(Y) - err(X)"] == pytest.approx(29.6 - 28.7)
+
+
+def test_b5x5_claim_compares_centre_crops_with_the_papers_difference_from_its_text(synthetic, computed):
+    claims = computed[3]
+    row = claims.loc["b_beats_b5x5"]
+    assert row["paper: err(Y) - err(X)"] == 7.0  # paper/text_claims.csv (§4.1: "7% higher")
+    diffs = []
+    for seed in SEEDS:
+        b, b5 = saved(synthetic, "B_256", "centre", seed), saved(synthetic, "B-5x5_256", "centre", seed)
+        diffs.append(errors_by_hand(b5["posteriors"][256], b5["labels"])[0]
+                     - errors_by_hand(b["posteriors"][256], b["labels"])[0])
+    assert row["ours: err(Y) - err(X)"] == pytest.approx(np.mean(diffs))
+    assert row["verdict"] == "reproduced" and row["X"].startswith("§4.1: B S=256 Q=256, centre")
+
+
+def test_the_s256_part_has_table3s_s256_rows_and_only_the_claims_on_them(synthetic):
+    found = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds", part="s256")
+    assert list(found.frames) == ["table3"]
+    assert list(found.frames["table3"]["ConvNet"]) == ["A", "A-LRN", "B", "C", "D", "E"]
+    assert list(found.claims.index) == ["lrn_does_not_help", "depth_E_beats_A", "depth_B_beats_A", "C_beats_B",
+                                        "D_beats_C", "b_beats_b5x5"]
+    full = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds")
+    pd.testing.assert_frame_equal(found.claims, full.claims.loc[found.claims.index])
+    # Another seed set is another set of trainings: seed 1 alone gives seed 1's errors.
+    one = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds", seeds=[1], part="s256")
+    assert one.frames["table3"][tables.OURS_TOP1].tolist() == pytest.approx(
+        found.frames["table3"][tables.SEED_TOP1.format(1)].tolist())
 
 
 def test_claim_against_a_worse_model_is_contradicted(computed):
@@ -296,12 +358,12 @@ def test_claim_against_a_worse_model_is_contradicted(computed):
     # E given A's outcomes and A given E's: "E beats A" now goes the wrong way.
     swapped = [replace(r, correct1=e.correct1) if r is a else replace(r, correct1=a.correct1) if r is e else r
                for r in results]
-    assert tables.claims(swapped, 1000, 0, 0.95).loc["depth_E_beats_A", "verdict"] == "contradicted"
+    assert tables.claims(swapped, 1000, 0, 0.95, 0.5).loc["depth_E_beats_A", "verdict"] == "contradicted"
 
 
 def test_table6_needs_a_matching_ensemble_in_params(synthetic):
     paper = classification_rows()
-    read = fusion.preds_reader(synthetic / "preds")
+    read = fusion.preds_reader(synthetic / "preds" / "seed0")
     ensembles = {k: v for k, v in ENSEMBLES.items() if k != "ilsvrc7"}
     with pytest.raises(StageError, match="^fuse.ensembles: no ensemble of D/256/224;256;288"):
         tables.evaluate_rows(paper, read, ensembles, fused_reader(synthetic))
@@ -309,7 +371,7 @@ def test_table6_needs_a_matching_ensemble_in_params(synthetic):
 
 def test_a_fused_file_made_from_other_members_is_stale(synthetic):
     paper = classification_rows()
-    read = fusion.preds_reader(synthetic / "preds")
+    read = fusion.preds_reader(synthetic / "preds" / "seed0")
     ensembles = copy.deepcopy(ENSEMBLES)
     ensembles["DE_dense"]["members"] = DE[::-1]
     with pytest.raises(StageError, match="re-run stage fuse"):
@@ -317,7 +379,7 @@ def test_a_fused_file_made_from_other_members_is_stale(synthetic):
 
 
 def report_args(root, params, out):
-    return ["--params", str(params), "--preds", str(root / "preds"), "--ensembles", str(root / "preds" / "ensembles"),
+    return ["--params", str(params), "--preds", str(root / "preds"),
             "--loc", str(root / "preds" / "loc"), "--transfer-metrics", str(root / "transfer" / "metrics"),
             "--logs", str(root / "logs"), "--test", str(root / "test.pt"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
 
@@ -332,7 +394,7 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
         assert f"table{i}.md" in names
     assert {f"table{i}.csv" for i in range(2, 8)} <= names
     assert {"claims.md", "claims.csv", "README.md", "training_curves.png", "error_vs_depth.png",
-            "error_vs_test_scale.png", "samples.png"} <= names
+            "error_vs_test_scale.png", "samples.png", "claims_forest.png"} <= names
     for png in reports.glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
     readme = (reports / "README.md").read_text()
@@ -346,6 +408,12 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     assert sorted(flat) == sorted(expected_report_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
+    assert (claims["seeds"] == len(SEEDS)).all() and claims[tables.SEEDS_AGREE].str.endswith(f"/{len(SEEDS)}").all()
+    # Every verdict rule once, at the top of the claims page; the pages leave out the per-seed columns.
+    claims_page = (reports / "claims.md").read_text()
+    assert "equivalence test with a margin of 0.5" in claims_page and "2 here" in claims_page
+    assert "seed 0" not in table3 and "top-1 err seed 1" in (reports / "table3.csv").read_text()
+    assert "seed-0 nets" in readme and "One training per net" in (reports / "localisation.md").read_text()
     assert "report: wrote" in capsys.readouterr().out
     # Table 8 is the share of saved boxes off the true box; Table 9 the share of saved misses.
     loc = synthetic / "preds" / "loc"
@@ -362,10 +430,13 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
 
 def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(synthetic):
     logs = synthetic / "logs"
-    summary = tables.training_summary(tables.load_curves(logs, RUNS), logs).set_index("run")
+    summary = tables.training_summary(tables.load_curves(logs, tables.seed_runs(RUNS, SEEDS)), logs)
+    assert len(summary) == len(RUNS) * len(SEEDS) and list(summary["seed"].unique()) == SEEDS
     assert (summary["lr drops"] == 2).all()  # 0.01, 0.01, 0.001, 0.0001
+    assert (summary["stopped by"] == "plateau").all()
     assert (summary["final train top-1 err"] == 20.0).all()  # 100 - (50 + 10 * 3)
-    assert summary.loc[RUNS[1], "final val top-1 err"] == 40 - 15 - 1
+    row = summary[(summary["run"] == RUNS[1]) & (summary["seed"] == 1)].iloc[0]
+    assert row["final val top-1 err"] == 40 - 15 - 1 - 1
 
 
 def test_report_stage_with_missing_predictions_names_the_file_and_writes_nothing(synthetic, tmp_path, capsys):

@@ -149,6 +149,49 @@ def test_plateau_rule_divides_lr_by_10_at_most_3_times():
     assert lrs[-1] == pytest.approx(1e-5) and state["drops"] == 3
 
 
+def test_plateau_after_the_last_drop_stops_the_run():
+    # A fine-tune (max_drops 1, patience 1): improving, a plateau -> one drop, improving again, a
+    # plateau -> stop; the epoch cap is only a bound.
+    state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.001}
+    stops = []
+    for acc in [70, 72, 72, 72, 74, 74.2, 74.3]:
+        state = train.plateau_step(state, acc, lr_factor=0.1, patience=1, max_drops=1, threshold=0.5)
+        stops.append(bool(state.get("stopped")))
+    assert state["drops"] == 1 and state["lr"] == pytest.approx(1e-4)
+    assert stops == [False] * 6 + [True]
+    assert train.stopped_by([{"plateau_stop": True}]) == "plateau"
+    assert train.stopped_by([{"plateau_stop": False}]) == "epoch cap"
+
+
+def test_training_stops_on_the_plateau_before_the_epoch_cap(tiny_data, tmp_path):
+    # A learning rate too small to move validation accuracy: epoch 1 sets the best, two flat epochs
+    # (patience 1) drop it once, two more end the run at epoch 5 of a cap of 20; the summary says so.
+    params = write_params(tmp_path / "params.yaml", tiny_params(**{
+        "train.epochs": 20, "train.lr": 1e-9, "train.lr_patience": 1, "train.max_lr_drops": 1,
+        "train.batch_size": 64}))
+    out = finish(start(tiny_data, tmp_path, params, {"VGG_CHECKPOINT_DIR": str(tmp_path / "ckpt")}))
+    history = torch.load(tmp_path / "A.pt", weights_only=False)["history"]
+    assert [e["lr"] for e in history] == pytest.approx([1e-9, 1e-9, 1e-9, 1e-10, 1e-10])
+    assert [e["plateau_stop"] for e in history] == [False] * 4 + [True]
+    assert json.loads((tmp_path / "logs" / "metrics.json").read_text())["stopped_by"] == "plateau"
+    assert "stopped after 5 epochs, on the plateau after 1 lr drop(s)" in out
+
+
+def test_a_replicate_seed_changes_the_training_and_seed_0_is_the_params_own_run(tiny_data, tmp_path):
+    params = write_params(tmp_path / "params.yaml", tiny_params(**{"train.epochs": 1, "train.batch_size": 64}))
+    runs = {}
+    for name, extra in (("plain", []), ("seed0", ["--seed", "0"]), ("seed1", ["--seed", "1"])):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        proc = subprocess.run(train_args(tiny_data, run_dir, params) + extra, cwd=run_dir, text=True,
+                              capture_output=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                        "VGG_CHECKPOINT_DIR": str(run_dir / "ckpt")})
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = weights(run_dir / "A.pt")
+    assert_identical(runs["plain"], runs["seed0"])
+    assert any(not torch.equal(runs["seed0"][k], runs["seed1"][k]) for k in runs["seed0"])
+
+
 def test_plateau_rule_counts_a_gain_within_the_threshold_as_no_improvement():
     state = {"best": -1.0, "bad_epochs": 0, "drops": 0, "lr": 0.01}
     lrs = []

@@ -13,7 +13,9 @@ from .device import autocast
 from .io import StageError, load
 from .transforms import pixels, rescale
 
-PROTOCOLS = ("dense", "multi-crop")  # §3.2 and §4.3; fusion adds their average (Table 5)
+# §3.2 and §4.3; fusion adds their average (Table 5). "centre": one centre crop per image, no flip,
+# as §4.1 scores B against B-5x5.
+PROTOCOLS = ("dense", "multi-crop", "centre")
 RECORD_KEYS = ("run", "net", "train_scale", "protocol", "scales", "posteriors", "labels")
 # Dense evaluation holds images of other sizes back while it fills a batch of one size; this many
 # batches' worth at most, so memory stays bounded on ImageFolder sets with many aspect ratios.
@@ -147,24 +149,25 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
     return out
 
 
-def _crops(image, crop, grid):
-    """The grid x grid crops of one image and their horizontal flips (§4.3: 50 for grid 5)."""
+def _crops(image, crop, grid, flips=True):
+    """The grid x grid crops of one image and, with `flips`, their horizontal flips (§4.3: 50 for grid 5)."""
     views = torch.stack([image[:, t:t + crop, l:l + crop]
                          for t, l in crop_positions(*image.shape[-2:], crop, grid)])
-    return torch.cat([views, views.flip(-1)])
+    return torch.cat([views, views.flip(-1)]) if flips else views
 
 
 @torch.inference_mode()
 def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, grid, num_workers=0,
-                        bf16=False):
-    """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3).
+                        bf16=False, flips=True):
+    """N x C posteriors, averaged over grid x grid crops x 2 flips of each image at `scale` pixels (§4.3);
+    grid 1 without `flips` is the single centre crop of §4.1.
 
     `batch_size` counts crops per forward pass; crops of several images share one pass. `bf16` as
     in `dense_evaluate`.
     """
     model = _prepare(model, device)
     out = torch.empty(len(dataset), _num_classes(model))
-    per_image = 2 * grid * grid
+    per_image = (2 if flips else 1) * grid * grid
     per_step = max(1, batch_size // per_image)
     indices, crops = [], []
 
@@ -180,7 +183,7 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
 
     for index, image in _test_images(dataset, scale, mean, device, num_workers):
         indices.append(index)
-        crops.append(_crops(image, crop, grid))
+        crops.append(_crops(image, crop, grid, flips))
         if len(indices) == per_step:
             run()
     if indices:
@@ -190,7 +193,7 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
 
 def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, device, grid, num_workers=0,
                    bf16=False):
-    """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` ('dense' or 'multi-crop')."""
+    """{Q: N x C posteriors} at each test scale Q (paper units) under `protocol` (one of PROTOCOLS)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     results = {}
@@ -198,6 +201,9 @@ def evaluate_model(model, dataset, scales, protocol, mean, crop, batch_size, dev
         size = pixels(q, crop)
         if protocol == "dense":
             results[q] = dense_evaluate(model, dataset, size, mean, batch_size, device, num_workers, bf16)
+        elif protocol == "centre":
+            results[q] = multi_crop_evaluate(model, dataset, size, mean, crop, batch_size, device, 1,
+                                             num_workers, bf16, flips=False)
         else:
             results[q] = multi_crop_evaluate(model, dataset, size, mean, crop, batch_size, device, grid,
                                              num_workers, bf16)

@@ -18,6 +18,12 @@ def classification_rows():
     return frame
 
 
+def text_differences():
+    """{claim key: difference in points} for claims the paper states only in its text (§4.1's B-5x5)."""
+    frame = paper_csv("text_claims.csv")
+    return dict(zip(frame["claim"], frame["paper_diff"].astype(float)))
+
+
 def parameter_counts():
     """Table 2: millions as printed, and the exact counts of the released models, per net."""
     return paper_csv("table2_parameters.csv").set_index("net")

@@ -113,12 +113,14 @@ SCHEMA = {
         "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
+        "max_lr_drops": (int, _positive, "must be > 0 (a fine-tune ends on a plateau after its drops)"),
         "train_scale": (int, _positive, "must be > 0"),
     },
     "jitter": {
         "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
+        "max_lr_drops": (int, _positive, "must be > 0 (a fine-tune ends on a plateau after its drops)"),
         "train_scale_min": (int, _positive, "must be > 0"),
         "train_scale_max": (int, _positive, "must be > 0"),
     },
@@ -148,6 +150,7 @@ SCHEMA = {
         "bootstrap_samples": (int, _positive, "must be > 0"),
         "bootstrap_seed": (int, None, ""),
         "confidence": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
+        "equivalence_margin": (NUMBER, _non_negative, "must be >= 0"),
     },
 }
 
@@ -193,6 +196,27 @@ def _type_name(types):
     if types is NUMBER:
         return "a number"
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}[types]
+
+
+# Training replicates: every RNG seed of a replicate's init and training (weights, data order,
+# augmentation draws, dropout masks) is its params seed + SEED_STRIDE x the replicate's seed, so
+# replicate 0 is the params' own run and no two nets or replicates share a stream. The data split,
+# the derived images and the test set do not depend on it (data.seed).
+SEED_STRIDE = 1000
+
+
+def seeds(params):
+    """The validated top-level `seeds`: the training replicates every net of §3.1 is trained for."""
+    value = params.get("seeds")
+    if (not isinstance(value, list) or not value or not all(type(v) is int and 0 <= v < 1_000_000 for v in value)
+            or len(set(value)) != len(value)):
+        raise StageError(f"seeds: {value!r} must be a non-empty list of distinct integers >= 0")
+    return list(value)
+
+
+def replicate_seed(base, seed):
+    """The RNG seed of replicate `seed` for a params seed `base` (SEED_STRIDE)."""
+    return base + SEED_STRIDE * seed
 
 
 def check_net(name):

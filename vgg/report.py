@@ -1,7 +1,7 @@
 """Render the paper's tables from the code and the saved results, beside the paper's numbers."""
 import pandas as pd
 
-from . import figures, paper, params, tables
+from . import figures, paper, params, stats, tables
 from .models import build_model, pools_for_crop
 from .tables import receptive_field, table1
 
@@ -46,13 +46,12 @@ def table2_page(frame):
             "width 1, FC 4096, 1000 classes.\n\n" + markdown(frame))
 
 
-def claims_page(claims, confidence, samples):
+def claims_page(claims, confidence, samples, margin, n_seeds):
     return results_page(
-        "The paper's claims, tested", f"X beats Y: the difference is err(Y) - err(X) in top-1 error points "
-        f"(positive = X better), with its {confidence:.0%} percentile interval from {samples:,} paired "
-        "bootstrap resamples of the test images. Verdict: reproduced if the interval lies above 0, "
-        "contradicted if below, else inconclusive; for a 'does not help' claim, contradicted only if X "
-        "is significantly better.", claims)
+        "The paper's claims, tested",
+        stats.VERDICT_RULES.format(n_seeds=n_seeds, confidence=confidence, samples=samples, margin=margin)
+        + "\n\nX beats Y: the difference is err(Y) - err(X) in top-1 error points (positive = X better). "
+        "[The claims at a glance](claims_forest.png), beside the paper's differences.", claims)
 
 
 def markdown(frame, index=False, **tabulate_options):
@@ -72,7 +71,9 @@ PAPER_SCALES = (224, 256, 288, 352, 384, 416, 512)
 
 def results_page(title, intro, frame, sections=None):
     """A Markdown page: title, what the numbers are, and the table (errors in %, 2 decimals,
-    empty cells blank); `sections` (heading -> row mask) splits it into sub-tables."""
+    empty cells blank; each seed's own value only in the CSV); `sections` (heading -> row mask)
+    splits it into sub-tables."""
+    frame = frame.drop(columns=tables.per_seed_columns(frame))
     page = f"# {title}\n\n{intro}\n"
     for heading, rows in (sections or {None: slice(None)}).items():
         part = frame[rows].dropna(axis=1, how="all")
@@ -91,7 +92,7 @@ def pixel_table(crop):
 
 
 def readme(data, model, schedules, compute, n_images, claims, training, confidence, metrics_path, samples=False,
-           appendices=()):
+           appendices=(), seeds=(0,)):
     """reports/README.md: the setting (dataset, scale, compute) and links to every table and figure."""
     counts = claims["verdict"].value_counts()
     lines = [
@@ -129,8 +130,14 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
             f"{name}: {hp.epochs} epochs, lr {hp.lr}, S={hp.scale_min}"
             + (f"-{hp.scale_max}" if hp.scale_max != hp.scale_min else "")
             for name, hp in schedules.items())
-        + f" (the paper: 74 epochs); batch {schedules['train'].batch_size}, "
+        + f" (the paper: 74 epochs); epochs are a bound: each run stops on the plateau rule after "
+        f"{schedules['train'].max_lr_drops} lr drops (fine-tunes: "
+        f"{schedules['finetune'].max_lr_drops}), see Training below; batch {schedules['train'].batch_size}, "
         f"bf16 {'on' if schedules['train'].bf16 else 'off'}.",
+        f"- **Trainings**: every net of Tables 3-7 is trained once per seed, {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}; `seeds`), B-E of a seed from A of the same seed; tables give the "
+        "mean and the seed-to-seed sd, the claims a two-level bootstrap over seeds and test images. The "
+        f"appendices use the nets of seed {seeds[0]}.",
     ]
     lines += [f"  - {key}: {value}" for key, value in (compute or {}).items()]
     lines += [
@@ -141,12 +148,14 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
     lines += [f"- [{title.split(':')[0]}]({name}.md) ([csv]({name}.csv)):{title.split(':', 1)[1]}"
               for name, title in TABLE_TITLES.items()]
     lines += [
-        f"- [Claims](claims.md) ([csv](claims.csv)): each conclusion of the paper with our difference and "
-        f"its {confidence:.0%} paired-bootstrap interval: "
+        f"- [Claims](claims.md) ([csv](claims.csv), [figure](claims_forest.png)): each conclusion of the paper "
+        f"with our difference and its {confidence:.0%} two-level (seeds, images) bootstrap interval: "
         + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive")) + ".",
         *appendices,
         f"- Flat metrics: `{metrics_path}`", "",
-        markdown(claims[["claim", "ours: err(Y) - err(X)", "CI low", "CI high", "verdict"]], floatfmt=".2f"),
+        markdown(claims[["claim", "paper: err(Y) - err(X)", "ours: err(Y) - err(X)", "CI low", "CI high",
+                         tables.SEEDS_AGREE, "verdict"]], floatfmt=".2f"),
+        "![the claims: our differences with their intervals beside the paper's](claims_forest.png)", "",
         "## Figures", "",
         "![validation top-1 error against epoch](training_curves.png)", "",
         "![top-1 error against depth](error_vs_depth.png)", "",
@@ -157,7 +166,7 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
     return "\n".join(lines)
 
 
-def table11_page(frame, claims, confidence, samples, sources):
+def table11_page(frame, claims, confidence, samples, sources, seed=0):
     """reports/table11.md: Table 11 (App. B), our rows beside the paper's, then the transfer claims.
     `sources`: {'scenes': ..., 'fewshot': ...}, the target sets as the transfer stages describe them."""
     intro = (
@@ -167,7 +176,9 @@ def table11_page(frame, claims, confidence, samples, sources):
         "validation scenes; non-interpolated AP, where VOC-2007 and the paper used 11-point AP), and "
         f"few-shot mean class recall, mean ± std over random splits, on {sources['fewshot']} (the Caltech "
         "protocol). The paper's VOC numbers sit on our averaged rows and its Caltech numbers on our "
-        "stacked rows, the aggregation it used for each (its VOC descriptors averaged Q = 256-768).")
+        "stacked rows, the aggregation it used for each (its VOC descriptors averaged Q = 256-768).\n\n"
+        f"**One training per net**: the descriptors come from the nets D and E of seed {seed} (the first of "
+        "`seeds`); the intervals cover the test items only, not training-to-training variance.")
     ours = frame["source"] == "ours"
     page = results_page("Table 11: very deep features on other datasets", intro, frame.drop(columns="source"),
                         {"Ours beside the paper's nets": ours, "The paper's comparison": ~ours})
@@ -179,10 +190,13 @@ def table11_page(frame, claims, confidence, samples, sources):
         + markdown(claims.astype(object).where(claims.notna(), None), index=True, floatfmt=".2f", missingval=""))
 
 
-def localisation_page(table8, table9, claims, confidence, samples, n_images, figure):
+def localisation_page(table8, table9, claims, confidence, samples, n_images, figure, seed=0):
     """reports/localisation.md: Tables 8 and 9 (App. A) beside the paper's, the claims, the sample figure."""
     lines = [
         "# Localisation (Appendix A): Tables 8 and 9", "",
+        f"**One training per net**: the localisation nets start from the classification nets D of seed {seed} "
+        "(the first of `seeds`), and the intervals below cover test images only, not training-to-training "
+        "variance (the classification claims do, over every seed).", "",
         f"Errors in % on {n_images:,} test images; a box is right when its IoU with the true box is above 0.5. "
         "The paper's numbers are ILSVRC-2012 validation; its Table 8 rows are at S=384 (it reports S=256 "
         "behaves the same), ours at S=256 plus PCR all layers at S=384.", "",
@@ -213,8 +227,9 @@ def _verdict_counts(claims):
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))
 
 
-def localisation_part(loc_preds, dense, test_split, settings):
-    """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line)."""
+def localisation_part(loc_preds, dense, test_split, settings, seed=0):
+    """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line, claims),
+    on the nets of seed `seed`."""
     rows = paper.localisation_rows()
     table8, table9 = tables.table8(loc_preds, rows), tables.table9(dense, rows)
     claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"], settings["bootstrap_seed"],
@@ -227,17 +242,19 @@ def localisation_part(loc_preds, dense, test_split, settings):
 
     files = {"table8.csv": tables.to_csv(table8), "table9.csv": tables.to_csv(table9),
              "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
-                                                  settings["bootstrap_samples"], len(dense["labels"]), has_figure)}
+                                                  settings["bootstrap_samples"], len(dense["labels"]), has_figure,
+                                                  seed)}
     if has_figure:
         files["localisation_samples.png"] = draw
     line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)"
             + (", [samples](localisation_samples.png)" if has_figure else "")
-            + f"): localisation (App. A), {len(claims)} claims: {_verdict_counts(claims)}")
-    return files, tables.localisation_metrics(table8, table9, claims), line
+            + f"): localisation (App. A, seed-{seed} nets), {len(claims)} claims: {_verdict_counts(claims)}")
+    return files, tables.localisation_metrics(table8, table9, claims), line, claims
 
 
-def transfer_part(preds, flat_metrics, settings):
-    """App. B: ({file name: text}, flat metrics, README line) from the transfer stages' outputs."""
+def transfer_part(preds, flat_metrics, settings, seed=0):
+    """App. B: ({file name: text}, flat metrics, README line, claims) from the transfer stages' outputs
+    (descriptors of the nets of seed `seed`)."""
     rows = paper.transfer_rows()
     scenes = preds["scenes"]
     t11 = tables.table11(flat_metrics, rows, scenes["scales"], scenes["single_scale"])
@@ -245,10 +262,10 @@ def transfer_part(preds, flat_metrics, settings):
                                     settings["bootstrap_seed"], settings["confidence"])
     files = {"table11.csv": tables.to_csv(t11), "claims_transfer.csv": tables.to_csv(claims),
              "table11.md": table11_page(t11, claims, settings["confidence"], settings["bootstrap_samples"],
-                                        {task: r["source"] for task, r in preds.items()})}
+                                        {task: r["source"] for task, r in preds.items()}, seed)}
     line = (f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): very deep "
-            f"features (App. B), {len(claims)} claims: {_verdict_counts(claims)}")
-    return files, tables.transfer_metrics(claims), line
+            f"features (App. B, seed-{seed} nets), {len(claims)} claims: {_verdict_counts(claims)}")
+    return files, tables.transfer_metrics(claims), line, claims
 
 
 def write_files(files, directory):
@@ -260,13 +277,17 @@ def write_files(files, directory):
             (directory / name).write_text(content)
 
 
-def classification_part(model, data, rows, read, frames, claims, curves, test_split, settings, n_images):
-    """Tables 1-7, the claims and the figures: {file name: text, or a function drawing to a path}."""
+def classification_part(model, data, rows, reads, frames, claims, curves, test_split, settings, n_images,
+                        all_claims=None):
+    """Tables 1-7, the claims and the figures: {file name: text, or a function drawing to a path}.
+    `reads`: {seed: preds reader}; `all_claims`: {part: claims frame} for the forest plot (default: these)."""
     t2 = tables.table2(params.model_kwargs(model))
     files = {"table1.md": table1_page(model), "table2.csv": tables.to_csv(t2, index=False), "table2.md": table2_page(t2)}
     intro = (f"Errors in %. S and Q are in the paper's units (a 224 crop); here a scale is "
              f"round(Q x {model['crop']} / 224) px (see README). The paper's errors are on ILSVRC-2012; "
-             f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions.")
+             f"ours on the {n_images:,} images of `{data['dataset']}` in the evaluate stage's predictions, "
+             f"the mean over {len(reads)} training(s) (seeds {', '.join(map(str, reads))}) with the "
+             "seed-to-seed sd beside it; the CSV holds each seed's value.")
     literature = frames["table7"]["source"].str.startswith("paper")
     sections = {"table7": {"The paper's comparison (ILSVRC-2012)": literature,
                            f"Ours ({data['dataset']}) beside published results on it": ~literature}}
@@ -274,10 +295,13 @@ def classification_part(model, data, rows, read, frames, claims, curves, test_sp
         files[f"{name}.csv"] = tables.to_csv(frame)
         files[f"{name}.md"] = results_page(TABLE_TITLES[name], intro, frame, sections.get(name))
     files["claims.csv"] = tables.to_csv(claims)
-    files["claims.md"] = claims_page(claims, settings["confidence"], settings["bootstrap_samples"])
+    files["claims.md"] = claims_page(claims, settings["confidence"], settings["bootstrap_samples"],
+                                     settings["equivalence_margin"], len(reads))
+    forest = all_claims or {"classification": claims}
+    files["claims_forest.png"] = lambda path: figures.claims_forest(forest, path)
     if test_split["kind"] == "tensor":  # the derived Fashion-MNIST images and their boxes
         files["samples.png"] = lambda path: figures.sample_images(test_split, path)
     files["training_curves.png"] = lambda path: figures.training_curves(curves, path)
     files["error_vs_depth.png"] = lambda path: figures.error_vs_depth(tables.depth_errors(frames["table3"]), path)
-    files["error_vs_test_scale.png"] = lambda path: figures.error_vs_test_scale(tables.scale_errors(rows, read), path)
+    files["error_vs_test_scale.png"] = lambda path: figures.error_vs_test_scale(tables.scale_errors(rows, reads), path)
     return files

@@ -113,15 +113,36 @@ def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confid
     return float(metric(y, b) - metric(y, a)), float(low), float(high)
 
 
-def verdict(ci_low, ci_high, claim="better"):
-    """The paper's claim judged by the interval of err(baseline) - err(claimed winner).
+def verdict(ci_low, ci_high, claim="better", margin=None):
+    """The paper's claim judged by the interval of err(baseline) - err(claimed winner), in points.
 
     claim "better": the winner beats the baseline (reproduced if the interval is above 0,
-    contradicted if below 0). claim "not better" (e.g. LRN does not help): contradicted only
-    when the interval shows the candidate significantly better.
+    contradicted if below 0, else inconclusive). claim "not better" (e.g. LRN does not help): an
+    equivalence test with `margin` points, the gain below which "does not help" holds; reproduced
+    when the whole interval of the candidate's gain lies below the margin, contradicted when it
+    lies above it, else inconclusive (a wide interval settles nothing, either way).
     """
     if claim == "better":
         return "reproduced" if ci_low > 0 else "contradicted" if ci_high < 0 else "inconclusive"
     if claim == "not better":
-        return "contradicted" if ci_low > 0 else "reproduced"
+        if margin is None or margin < 0:
+            raise ValueError(f"a 'not better' claim needs an equivalence margin >= 0, not {margin!r}")
+        return "reproduced" if ci_high < margin else "contradicted" if ci_low > margin else "inconclusive"
     raise ValueError(f"unknown claim direction {claim!r} (better or not better)")
+
+
+VERDICT_RULES = (
+    "**How a verdict is reached.** Every net is trained once per seed of `seeds` ({n_seeds} here); the "
+    "difference between X and Y is the mean over seeds of their paired difference on the same test images, "
+    "and its {confidence:.0%} interval comes from {samples:,} two-level bootstrap resamples: seeds drawn "
+    "with replacement, then test images, X and Y always paired within a seed and an image "
+    "(`vgg.stats.seed_paired_bootstrap`), so it covers training-to-training variance as well as the test "
+    "set's. Beside it: how many seeds agree in sign with the mean, and the seed-to-seed sd of the "
+    "difference.\n\n"
+    "- A claim 'X beats Y' is **reproduced** if the interval lies above 0, **contradicted** if it lies "
+    "below 0, else **inconclusive**.\n"
+    "- A claim 'X does not help' (X no better than Y) is an equivalence test with a margin of {margin:g} "
+    "points (`report.equivalence_margin`): reproduced if the whole interval of X's gain lies below the "
+    "margin, contradicted if it lies above it, else inconclusive.\n"
+    "- A claim whose paper value is a size (B-5x5 '7 points worse than B') is tested for its sign, as the "
+    "others; the size stands beside it.")

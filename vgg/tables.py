@@ -18,6 +18,9 @@ from .paper import classification_rows, paper_csv, parameter_counts
 
 PAPER_TOP1, PAPER_TOP5, PAPER_TEST5 = "top-1 val err (paper)", "top-5 val err (paper)", "top-5 test err (paper)"
 OURS_TOP1, OURS_TOP5, OURS_ACC = "top-1 err (ours)", "top-5 err (ours)", "top-1 accuracy (ours)"
+# Ours are means over the seeds (training replicates); the sd is over seeds, each seed's value beside.
+OURS_TOP1_SD, OURS_TOP5_SD, N_SEEDS = "± top-1 sd (ours)", "± top-5 sd (ours)", "seeds"
+SEED_TOP1, SEED_TOP5 = "top-1 err seed {}", "top-5 err seed {}"
 BEST_SINGLE_NET = ("T5", "best", None)
 
 # The paper's conclusions (§4.1-§4.4), each as "X beats Y" on the same test images, X and Y
@@ -52,12 +55,18 @@ CLAIMS = (
      ("T5", "E/256-512/256;384;512", "multi-crop+dense"), ("T5", "E/256-512/256;384;512", "multi-crop")),
     ("fusion_beats_best_net", "fusion of D and E beats the best single net (Table 6 vs 5)", "better",
      ("T6", "D/256-512/256;384;512+E/256-512/256;384;512", "multi-crop+dense"), BEST_SINGLE_NET),
+    # §4.1 (text): the strongest case for small filters; the paper's difference is in paper/text_claims.csv.
+    ("b_beats_b5x5", "small filters: B beats B-5x5, its pairs of 3x3 convs as one 5x5 (§4.1, centre crop)",
+     "better", ("S4.1", "B/256/256", "centre"), ("S4.1", "B-5x5/256/256", "centre")),
 )
+# §4.1's comparison of B and B-5x5 (S=256, one centre crop at Q=256): not a row of Tables 3-6.
+SECTION41_ROWS = (("B/256/256", "centre"), ("B-5x5/256/256", "centre"))
 
 
 @dataclass(frozen=True)
 class Result:
-    """One row of Tables 3-6: a configuration, the paper's errors and our per-image outcomes."""
+    """One row of Tables 3-6: a configuration, the paper's errors and our per-image outcomes, either
+    N (one training) or K x N (row k: seed `seeds[k]`; every seed on the same N test images)."""
     table: str
     key: str
     members: tuple
@@ -65,14 +74,41 @@ class Result:
     paper: dict
     correct1: torch.Tensor
     correct5: torch.Tensor
+    seeds: tuple = (0,)
+
+    @property
+    def by_seed1(self):
+        return self.correct1 if self.correct1.dim() == 2 else self.correct1[None]
+
+    @property
+    def by_seed5(self):
+        return self.correct5 if self.correct5.dim() == 2 else self.correct5[None]
 
     @property
     def top1(self):
+        """Mean over seeds (each seed's error on the same images, so the mean of all outcomes)."""
         return stats.error_percent(self.correct1)
 
     @property
     def top5(self):
         return stats.error_percent(self.correct5)
+
+    @property
+    def top1_per_seed(self):
+        return [stats.error_percent(row) for row in self.by_seed1]
+
+    @property
+    def top5_per_seed(self):
+        return [stats.error_percent(row) for row in self.by_seed5]
+
+    @property
+    def top1_sd(self):
+        """Seed-to-seed sd of the top-1 error (sample sd, n - 1); 0 for one seed."""
+        return _sd(self.top1_per_seed)
+
+    @property
+    def top5_sd(self):
+        return _sd(self.top5_per_seed)
 
     @property
     def label(self):
@@ -81,7 +117,40 @@ class Result:
         for member in self.members:
             net, s, q = member.split("/")
             nets.append(f"{net} S={s}" + ("" if self.table == "T6" else f" Q={q.replace(';', ',')}"))
-        return f"Table {self.table[1:]}: {' + '.join(nets)}, {self.protocol}"
+        where = "§4.1" if self.table == "S4.1" else f"Table {self.table[1:]}"
+        return f"{where}: {' + '.join(nets)}, {self.protocol}"
+
+
+def _sd(values):
+    return float(torch.tensor(values, dtype=torch.float64).std()) if len(values) > 1 else 0.0
+
+
+def stack_seeds(per_seed, seeds):
+    """One list of Results from per-seed lists (same rows, same order): outcomes stacked K x N."""
+    if len(per_seed) != len(seeds) or not per_seed:
+        raise ValueError(f"{len(per_seed)} result lists for seeds {list(seeds)}")
+    stacked = []
+    for rows in zip(*per_seed):
+        first = rows[0]
+        if any(r.key != first.key for r in rows):
+            raise ValueError(f"rows differ between seeds: {[r.key for r in rows]}")
+        stacked.append(Result(first.table, first.key, first.members, first.protocol, first.paper,
+                              torch.stack([r.correct1 for r in rows]), torch.stack([r.correct5 for r in rows]),
+                              tuple(seeds)))
+    return stacked
+
+
+def section41_rows(read):
+    """§4.1's B and B-5x5 on one centre crop at Q = S (Results of table 'S4.1'; the paper gives only their
+    difference, paper/text_claims.csv)."""
+    results = []
+    for member, protocol in SECTION41_ROWS:
+        posteriors, labels = fusion.member_posteriors(read, member, protocol)
+        net, s, q = member.split("/")
+        results.append(Result("S4.1", f"section4_1.{net}.S{s}.Q{q}.{protocol}", (member,), protocol,
+                              {PAPER_TOP1: float("nan"), PAPER_TOP5: float("nan"), PAPER_TEST5: float("nan")},
+                              *stats.correct_top_k(posteriors, labels, (1, 5))))
+    return results
 
 
 def row_config(row):
@@ -156,27 +225,41 @@ def _frame(records):
     return frame.dropna(axis=1, how="all")  # e.g. Table 3 has no paper test error
 
 
+def ours(r):
+    """Our columns of a row: mean over seeds, the seed-to-seed sd, n, and each seed's value."""
+    out = {OURS_TOP1: r.top1, OURS_TOP1_SD: r.top1_sd, OURS_TOP5: r.top5, OURS_TOP5_SD: r.top5_sd,
+           N_SEEDS: len(r.seeds)}
+    for seed, top1, top5 in zip(r.seeds, r.top1_per_seed, r.top5_per_seed):
+        out[SEED_TOP1.format(seed)], out[SEED_TOP5.format(seed)] = top1, top5
+    return out
+
+
+def per_seed_columns(frame):
+    """The columns holding one seed's value (kept in the CSVs, left out of the pages)."""
+    return [c for c in frame.columns if c.startswith(("top-1 err seed ", "top-5 err seed "))]
+
+
 def config_table(results, table):
     """Table 3, 4 or 5: net, train S, test Q (paper units), protocol; paper's errors and ours."""
     records = []
     for r in (r for r in results if r.table == table):
         net, s, q = r.members[0].split("/")
         records.append({"key": r.key, "ConvNet": net, "train S": s, "test Q": q.replace(";", ","),
-                        "eval": r.protocol, **r.paper, OURS_TOP1: r.top1, OURS_TOP5: r.top5})
+                        "eval": r.protocol, **r.paper, **ours(r)})
     return _frame(records)
 
 
 def ensemble_table(results):
     """Table 6: each fused ensemble (paper notation), the paper's errors and ours."""
     records = [{"key": r.key, "ensemble": r.key.split(".", 1)[1], "nets": len(r.members),
-                "members": " + ".join(r.members).replace(";", ","), "eval": r.protocol, **r.paper,
-                OURS_TOP1: r.top1, OURS_TOP5: r.top5}
+                "members": " + ".join(r.members).replace(";", ","), "eval": r.protocol, **r.paper, **ours(r)}
                for r in results if r.table == "T6"]
     return _frame(records)
 
 
 def best_single_net(results):
-    """Our lowest top-1 error among Table 5's single nets (where the paper found its best net)."""
+    """Our lowest top-1 error (mean over seeds) among Table 5's single nets (where the paper found its
+    best net)."""
     return min((r for r in results if r.table == "T5"), key=lambda r: r.top1)
 
 
@@ -203,7 +286,7 @@ def comparison_table(paper, results, references=None):
         records.append({"key": f"table7.ours_{n}net", "method": f"VGG ({nets}; {r.protocol}): "
                         + " + ".join(m.rsplit("/", 1)[0] for m in r.members),
                         "source": f"ours, best of {r.key.split('.')[0].replace('table', 'Table ')}",
-                        OURS_TOP1: r.top1, OURS_TOP5: r.top5, OURS_ACC: 100.0 - r.top1})
+                        **ours(r), OURS_ACC: 100.0 - r.top1})
     if references is not None:
         for i, ref in enumerate(references.itertuples(index=False), start=1):
             records.append({"key": f"table7.reference{i}", "method": ref.method,
@@ -214,6 +297,8 @@ def comparison_table(paper, results, references=None):
 
 def tables(paper, results, references=None):
     """Tables 3-7 as DataFrames indexed by row key, in the paper's row order."""
+    if not any(r.table == "T5" for r in results):  # a part without Tables 4-7 (PARTS)
+        return {"table3": config_table(results, "T3")}
     return {"table3": config_table(results, "T3"), "table4": config_table(results, "T4"),
             "table5": config_table(results, "T5"), "table6": ensemble_table(results),
             "table7": comparison_table(paper, results, references)}
@@ -222,6 +307,8 @@ def tables(paper, results, references=None):
 def find_result(results, ref):
     """The row named (table, net/train_S/Q notation joined by '+', protocol), or Table 5's best."""
     if ref == BEST_SINGLE_NET:
+        if not any(r.table == "T5" for r in results):
+            raise KeyError("no Table 5 rows: no best single net")
         return best_single_net(results)
     table, members, protocol = ref
     for r in results:
@@ -230,32 +317,52 @@ def find_result(results, ref):
     raise KeyError(f"no row {ref} in Tables 3-6")
 
 
-def claims(results, samples, seed, confidence):
-    """Each claim of CLAIMS with our top-1 error difference err(Y) - err(X) in points, its paired
-    bootstrap interval over test images, the paper's difference, and the computed verdict."""
+SEEDS_AGREE, SEED_SD = "seeds agreeing in sign", "seed sd of the difference"
+
+
+def claims(results, samples, seed, confidence, margin, only_available=False):
+    """Each claim of CLAIMS with our top-1 error difference err(Y) - err(X) in points (the mean over
+    seeds), its two-level bootstrap interval (seeds, then test images; vgg.stats.seed_paired_bootstrap),
+    how many seeds agree with its sign and the seed-to-seed sd, the paper's difference, and the verdict
+    ("not better" claims: equivalence within `margin` points, vgg.stats.verdict). `only_available`
+    skips the claims on rows not in `results` (a part of the tables)."""
+    from .paper import text_differences
+    text_diffs = text_differences()
     records = []
     for i, (key, text, direction, x_ref, y_ref) in enumerate(CLAIMS):
-        x, y = find_result(results, x_ref), find_result(results, y_ref)
-        diff, low, high = stats.paired_bootstrap(y.correct1, x.correct1, samples, seed + i, confidence)
+        try:
+            x, y = find_result(results, x_ref), find_result(results, y_ref)
+        except KeyError:
+            if only_available:
+                continue
+            raise
+        if x.seeds != y.seeds:
+            raise ValueError(f"{key}: X has seeds {x.seeds}, Y {y.seeds}")
+        diff, low, high = stats.seed_paired_bootstrap(y.by_seed1, x.by_seed1, samples, seed + i, confidence)
+        agree, n, sd = stats.seed_agreement(y.by_seed1, x.by_seed1)
+        paper_diff = text_diffs[key] if key in text_diffs else y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1]
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
-                        "paper: err(Y) - err(X)": round(y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1], 4),
-                        "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high,
-                        "verdict": stats.verdict(low, high, direction)})
+                        "paper: err(Y) - err(X)": round(paper_diff, 4),
+                        "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
+                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd,
+                        "verdict": stats.verdict(low, high, direction, margin)})
     return pd.DataFrame(records).set_index("key")
 
 
-def scale_errors(paper, read):
-    """Single-scale dense errors at each test scale Q of Table 4's models (for the Q figure)."""
+def scale_errors(paper, reads):
+    """Single-scale dense errors at each test scale Q of Table 4's models, per seed (`reads`: {seed:
+    preds reader}; for the Q figure)."""
     records = []
     for _, row in paper[paper["table"] == "T4"].iterrows():
         member = row_config(row)[0][0]
         run, scales = fusion.parse_member(member)
-        record = read(run, "dense")
-        for q in scales:
-            posteriors = fusion.scale_posteriors(record, [q], member)
-            records.append({"run": run, "ConvNet": row["net"], "train S": row["train_S"], "Q": q,
-                            OURS_TOP1: stats.top_k_error(posteriors, record["labels"], 1),
-                            OURS_TOP5: stats.top_k_error(posteriors, record["labels"], 5)})
+        for seed, read_seed in reads.items():
+            record = read_seed(run, "dense")
+            for q in scales:
+                posteriors = fusion.scale_posteriors(record, [q], member)
+                records.append({"run": run, "seed": seed, "ConvNet": row["net"], "train S": row["train_S"], "Q": q,
+                                OURS_TOP1: stats.top_k_error(posteriors, record["labels"], 1),
+                                OURS_TOP5: stats.top_k_error(posteriors, record["labels"], 5)})
     return pd.DataFrame(records)
 
 
@@ -270,7 +377,8 @@ def metrics(tables, claims=None):
     """Flat {key.top1/top5/accuracy: our number} of every table row we computed, plus each
     claim's difference and interval; numbers rounded to 4 decimals."""
     out = {}
-    names = {OURS_TOP1: "top1", OURS_TOP5: "top5", OURS_ACC: "accuracy"}
+    names = {OURS_TOP1: "top1", OURS_TOP1_SD: "top1_sd", OURS_TOP5: "top5", OURS_TOP5_SD: "top5_sd",
+             OURS_ACC: "accuracy"}
     for frame in tables.values():
         for key, row in frame.iterrows():
             for column, name in names.items():
@@ -278,7 +386,8 @@ def metrics(tables, claims=None):
                     out[f"{key}.{name}"] = round(float(row[column]), 4)
     if claims is not None:
         for key, row in claims.iterrows():
-            for column, name in (("ours: err(Y) - err(X)", "diff"), ("CI low", "ci_low"), ("CI high", "ci_high")):
+            for column, name in (("ours: err(Y) - err(X)", "diff"), ("CI low", "ci_low"), ("CI high", "ci_high"),
+                                 (SEED_SD, "seed_sd")):
                 out[f"claims.{key}.{name}"] = round(float(row[column]), 4)
     return out
 
@@ -372,28 +481,52 @@ def check_runs(runs, paper):
 
 @dataclass(frozen=True)
 class Classification:
-    """Tables 3-7 and the claims of one workspace, and what they were computed from."""
-    rows: pd.DataFrame  # paper/classification_tables.csv
-    read: object  # fusion.preds_reader over the evaluate stages' predictions
-    results: list  # a Result per row
+    """Tables 3-7 and the claims of one workspace over its seeds, and what they were computed from."""
+    rows: pd.DataFrame  # paper/classification_tables.csv (only Table 3's S=256 rows for part "s256")
+    reads: dict  # {seed: fusion.preds_reader over that seed's evaluate stages' predictions}
+    results: list  # a Result per row, outcomes K x N over the seeds
     frames: dict  # {"table3": DataFrame, ... "table7": ...}
     claims: pd.DataFrame
+    seeds: tuple
 
 
-def classification(all_params, preds, ensembles):
-    """Tables 3-7 and the 14 claims from the evaluate (`preds`) and fuse (`ensembles`) stages'
-    posteriors, as the `report` stage and scripts.classification_claims both need them."""
+# The S=256 part: Table 3's six S=256 rows, §4.1's B-5x5 comparison and the claims on them only (the
+# second seed set of docs/results.md is run for this part).
+PARTS = ("all", "s256")
+
+
+def seed_dir(preds, seed):
+    """preds/seed<k>: a replicate's evaluate and fuse outputs (dvc.yaml)."""
+    return Path(preds) / f"seed{seed}"
+
+
+def classification(all_params, preds, seeds=None, part="all"):
+    """Tables 3-7 and the claims from the evaluate and fuse stages' posteriors of every seed
+    (`preds`/seed<k>/<run>/<protocol>.pt, `preds`/seed<k>/ensembles/<name>.pt), as the `report` stage
+    and scripts.classification_claims both need them. `seeds` defaults to params `seeds`."""
     settings = params.section(all_params, "report")
+    seeds = tuple(params.seeds(all_params) if seeds is None else seeds)
+    if part not in PARTS:
+        raise ValueError(f"part {part!r} (choose from {', '.join(PARTS)})")
     ensemble_members = fusion.check_ensembles(params.section(all_params, "fuse")["ensembles"])
     rows = classification_rows()
     check_runs(settings["runs"], rows)
-    read = fusion.preds_reader(preds)
-    results = evaluate_rows(rows, read, ensemble_members, fusion.fused_reader(ensembles))
+    if part == "s256":
+        rows = rows[(rows["table"] == "T3") & (rows["train_S"] == "256")]
+    reads = {seed: fusion.preds_reader(seed_dir(preds, seed)) for seed in seeds}
+    per_seed = [evaluate_rows(rows, reads[seed], ensemble_members,
+                              fusion.fused_reader(seed_dir(preds, seed) / "ensembles"))
+                + section41_rows(reads[seed]) for seed in seeds]
+    results = stack_seeds(per_seed, seeds)
     # The reference column (published Fashion-MNIST results) means nothing beside another dataset.
     fashion = params.section(all_params, "data")["dataset"] == "fashion_mnist"
-    frames = tables(rows, results, paper_csv("fashion_mnist_reference.csv") if fashion else None)
-    found = claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"], settings["confidence"])
-    return Classification(rows, read, results, frames, found)
+    table_results = [r for r in results if r.table != "S4.1"]
+    frames = tables(rows, table_results, paper_csv("fashion_mnist_reference.csv") if fashion else None)
+    if part == "s256":
+        frames = {"table3": frames["table3"]}
+    found = claims(results, settings["bootstrap_samples"], settings["bootstrap_seed"], settings["confidence"],
+                   settings["equivalence_margin"], only_available=part != "all")
+    return Classification(rows, reads, results, frames, found, seeds)
 
 
 def to_csv(frame, index=True):
@@ -402,15 +535,31 @@ def to_csv(frame, index=True):
     return frame.to_csv(index=index, float_format="%.6g")
 
 
+def split_run(key):
+    """('A_256', 0) from a curves key 'seed0/A_256' (logs/seed<k>/<run>/); (key, None) without a seed."""
+    head, sep, run = key.partition("/")
+    if sep and head.startswith("seed") and head[4:].isdigit():
+        return run, int(head[4:])
+    return key, None
+
+
+def seed_runs(runs, seeds):
+    """Curves keys 'seed<k>/<run>' of every run of every seed (logs/ of dvc.yaml)."""
+    return [f"seed{seed}/{run}" for seed in seeds for run in runs]
+
+
 def training_summary(curves, logs):
-    """Per run: epochs, learning-rate drops the plateau rule made (§3.1), final training and validation
-    top-1 error, best validation error, wall time (from DVCLive's summary)."""
+    """Per run (and seed): epochs, learning-rate drops the plateau rule made (§3.1), what stopped it (the
+    plateau rule or the epoch cap), final training and validation top-1 error, best validation error,
+    wall time (from DVCLive's summary)."""
     rows = []
-    for run, c in curves.items():
-        summary = io.read_json(Path(logs) / run / "metrics.json", "training summary")
-        lr = load_curves(logs, [run], "lr")[run]["lr"]
-        train_top1 = load_curves(logs, [run], "train_top1")[run]["train_top1"]
-        rows.append({"run": run, "epochs": len(c), "lr drops": int((lr.diff() < 0).sum()),
+    for key, c in curves.items():
+        summary = io.read_json(Path(logs) / key / "metrics.json", "training summary")
+        lr = load_curves(logs, [key], "lr")[key]["lr"]
+        train_top1 = load_curves(logs, [key], "train_top1")[key]["train_top1"]
+        run, seed = split_run(key)
+        rows.append({"run": run, **({} if seed is None else {"seed": seed}), "epochs": len(c),
+                     "lr drops": int((lr.diff() < 0).sum()), "stopped by": summary.get("stopped_by", ""),
                      "final train top-1 err": 100.0 - train_top1.iloc[-1],
                      "final val top-1 err": c["val_top1_err"].iloc[-1],
                      "best val top-1 err": c["val_top1_err"].min(),

@@ -75,7 +75,8 @@ def shard(batch, rank, world):
 # ---------------------------------------------------------------- learning-rate schedule
 
 def plateau_step(state, val_top1, lr_factor, patience, max_drops, threshold):
-    """§3.1: divide the lr by 10 when validation accuracy stops improving, at most 3 times.
+    """§3.1: divide the lr by 10 when validation accuracy stops improving, at most 3 times; stop
+    at the plateau after the last drop (state["stopped"]).
 
     "Improving" means beating the best validation top-1 (%) by more than `threshold` points: on a
     few thousand validation images a gain below the sampling noise (binomial s.e. ~0.5 point at 5k
@@ -91,10 +92,15 @@ def plateau_step(state, val_top1, lr_factor, patience, max_drops, threshold):
         state["best"], state["bad_epochs"] = val_top1, 0
     else:
         state["bad_epochs"] += 1
-        if state["bad_epochs"] > patience and state["drops"] < max_drops:
-            state["lr"] *= lr_factor
-            state["drops"] += 1
-            state["bad_epochs"] = 0
+        if state["bad_epochs"] > patience:
+            if state["drops"] < max_drops:
+                state["lr"] *= lr_factor
+                state["drops"] += 1
+                state["bad_epochs"] = 0
+            else:
+                # §3.1: "the learning rate was decreased 3 times, and the learning was stopped": a
+                # plateau after the last drop ends the run (the epoch cap is only a bound).
+                state["stopped"] = True
     return state
 
 
@@ -362,6 +368,7 @@ def end_epoch(ctx, model, val_set, val_transform, hp, progress, seen_here, secon
     progress.history.append(entry)
     progress.plateau = plateau_step(progress.plateau, val_top1, hp.lr_factor, hp.lr_patience,
                                     hp.max_lr_drops, hp.lr_threshold)
+    entry["plateau_stop"] = bool(progress.plateau.get("stopped"))
     progress.epoch, progress.step, progress.sums = progress.epoch + 1, 0, (0, 0.0, 0)
     return entry
 
@@ -387,7 +394,7 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
     if logger and ctx.is_main:
         for entry in progress.history:
             logger(entry)
-    while progress.epoch < hp.epochs:
+    while progress.epoch < hp.epochs and not progress.plateau.get("stopped"):
         for group in optimizer.param_groups:
             group["lr"] = progress.plateau["lr"]
         seen_here, seconds = train_one_epoch(ctx, model, ddp, optimizer, train_set, hp, progress, run, fp)
@@ -401,4 +408,13 @@ def train(model, train_set, val_set, val_transform, hp, run, fp, device,
                 logger(entry)
     if not math.isfinite(sum(p.detach().float().sum().item() for p in model.parameters())):
         raise StageError(f"{run}: non-finite weights after training")
+    if ctx.is_main:
+        log(f"{run}: stopped after {progress.epoch} epochs, " + (
+            f"on the plateau after {progress.plateau['drops']} lr drop(s)" if progress.plateau.get("stopped")
+            else f"at the epoch cap ({hp.epochs}), validation still improving or drops left"))
     return progress.history
+
+
+def stopped_by(history):
+    """'plateau' when the plateau rule ended the run, else 'epoch cap' (reported beside every run)."""
+    return "plateau" if history and history[-1].get("plateau_stop") else "epoch cap"
