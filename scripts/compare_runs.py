@@ -18,6 +18,8 @@ TABLES = {"table3": ["ConvNet", "train S", "test Q"], "table4": ["ConvNet", "tra
           "table5": ["ConvNet", "eval"], "table6": ["ensemble", "eval"]}
 PAPER = "top-1 val err (paper)"
 OURS = "top-1 err (ours)"
+SD = "± top-1 sd (ours)"  # runs with seeds (vgg.tables)
+AGREE = "seeds agreeing in sign"
 
 
 def resolve(rev):
@@ -35,36 +37,62 @@ def resolve(rev):
 
 
 def read_csv(rev, path, **kwargs):
+    """A run's CSV, or None where a directory run lacks it (a part of the tables: --part s256)."""
     if isinstance(rev, Path):
-        return pd.read_csv(rev / Path(path).name, **kwargs)
+        return pd.read_csv(rev / Path(path).name, **kwargs) if (rev / Path(path).name).is_file() else None
     text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if text.returncode != 0:
         sys.exit(f"error: {rev}:{path}: not found")
     return pd.read_csv(io.StringIO(text.stdout), **kwargs)
 
 
+def verdict_changes(first, other):
+    """(claims in both, verdicts that differ, flips between reproduced and contradicted)."""
+    both = first.index.intersection(other.index)
+    a, b = first.loc[both, "verdict"], other.loc[both, "verdict"]
+    flips = ((a == "reproduced") & (b == "contradicted")) | ((a == "contradicted") & (b == "reproduced"))
+    return len(both), int((a != b).sum()), int(flips.sum())
+
+
 def compare(runs):
-    """Markdown: per table, the paper's top-1 and each run's; then each claim's verdict per run."""
+    """Markdown: per table, the paper's top-1 and each run's (rows matched by key); then each claim's
+    verdict per run (with the seeds agreeing in sign, where the run has seeds), and how many verdicts
+    differ from the first run's."""
     out = []
     for name, keys in TABLES.items():
-        frames = {run: read_csv(rev, f"reports/{name}.csv") for run, rev in runs.items()}
-        first = next(iter(frames.values()))
+        frames = {run: frame.set_index("key") for run, rev in runs.items()
+                  if (frame := read_csv(rev, f"reports/{name}.csv")) is not None}
+        if not frames:
+            continue
+        first = max(frames.values(), key=len)
         table = first[keys].copy()
         table["paper top-1 (ILSVRC)"] = first[PAPER]
         for run, frame in frames.items():
-            table[f"{run} top-1"] = frame[OURS].values
+            table[f"{run} top-1"] = frame[OURS].reindex(first.index).values
+            if SD in frame:
+                table[f"{run} sd"] = frame[SD].reindex(first.index).values
         out += [f"## {name[:5].capitalize()} {name[5:]}: top-1 error (%)", "",
                 table.to_markdown(index=False, floatfmt=".2f"), ""]
     claims = {run: read_csv(rev, "reports/claims.csv", index_col="key") for run, rev in runs.items()}
-    table = pd.DataFrame({"claim": next(iter(claims.values()))["claim"]})
+    first = max(claims.values(), key=len)
+    table = pd.DataFrame({"claim": first["claim"]})
     for run, c in claims.items():
-        table[run] = [f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" for v, d, lo, hi in
-                      zip(c["verdict"], c["ours: err(Y) - err(X)"], c["CI low"], c["CI high"])]
+        c = c.reindex(first.index)
+        agree = c[AGREE] if AGREE in c else pd.Series("", index=c.index)
+        table[run] = ["" if pd.isna(v) else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (f" {a}" if isinstance(a, str) else "")
+                      for v, d, lo, hi, a in zip(c["verdict"], c["ours: err(Y) - err(X)"], c["CI low"],
+                                                 c["CI high"], agree)]
     counts = {run: c["verdict"].value_counts() for run, c in claims.items()}
-    out += ["## Claims: verdict, err(Y) - err(X) in points [95% CI]", "", table.to_markdown(index=False), "",
+    out += ["## Claims: verdict, err(Y) - err(X) in points [95% CI], seeds agreeing in sign", "",
+            table.to_markdown(index=False), "",
             "; ".join(f"{run}: " + ", ".join(f"{counts[run].get(v, 0)} {v}" for v in
                                              ("reproduced", "contradicted", "inconclusive")) for run in runs), ""]
-    return "\n".join(out)
+    base, base_claims = next(iter(claims.items()))
+    for run, c in list(claims.items())[1:]:
+        n, differ, flips = verdict_changes(base_claims, c)
+        out.append(f"- {run} against {base}: {differ} of {n} verdicts differ, {flips} between reproduced and "
+                   "contradicted.")
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None):

@@ -63,3 +63,23 @@ def test_a_directory_of_csvs_is_a_run(repo):
     page = compare_runs.compare({"before": "HEAD~1", "after": compare_runs.resolve(str(directory))})
     assert "99.50" in page
     assert page == compare_runs.compare({"before": "HEAD~1", "after": "HEAD"})
+
+
+def test_a_part_run_is_matched_by_row_and_claim_keys_and_verdict_changes_are_counted(repo):
+    # A second seed set of the S=256 part (classification_claims --part s256): table 3's S=256 rows and
+    # the claims on them only; the other tables are left out, rows and claims matched by key.
+    directory = repo / "runs" / "part"
+    directory.mkdir(parents=True)
+    table3 = pd.read_csv(repo / "reports" / "table3.csv")
+    table3[table3["train S"].astype(str) == "256"].iloc[::-1].to_csv(directory / "table3.csv", index=False)
+    claims = pd.read_csv(repo / "reports" / "claims.csv", index_col="key")
+    part = claims.iloc[[2, 1]].copy()
+    flipped = {"reproduced": "contradicted", "contradicted": "reproduced", "inconclusive": "reproduced"}
+    part.iloc[0, part.columns.get_loc("verdict")] = flipped[part.iloc[0]["verdict"]]
+    part.to_csv(directory / "claims.csv")
+    page = compare_runs.compare({"full": "HEAD", "part": compare_runs.resolve(str(directory))})
+    assert "## Table 4" in page  # from the full run
+    row = next(line for line in page.splitlines() if line.startswith(f"| {table3.loc[0, 'ConvNet']} "))
+    assert row.count("99.50") == 2  # the same row of both runs, though the part lists its rows reversed
+    flips = int(claims.iloc[2]["verdict"] != "inconclusive")
+    assert f"- part against full: 1 of 2 verdicts differ, {flips} between reproduced and contradicted." in page
