@@ -467,3 +467,18 @@ def test_report_csvs_keep_six_significant_digits_and_read_back():
     back = pd.read_csv(stdio.StringIO(text), index_col="key")
     assert np.allclose(back["CI high"], frame["CI high"], rtol=1e-5)
     assert (back["images"] == frame["images"]).all()
+
+
+def test_localisation_claims_take_the_papers_differences_from_its_tables(synthetic):
+    from vgg.paper import localisation_rows
+    loc = synthetic / "preds" / "loc"
+    preds = {run: torch.load(loc / f"{run}.pt", weights_only=False) for run in tables.TABLE8_RUNS}
+    dense = torch.load(loc / "dense.pt", weights_only=False)
+    rows = localisation_rows()
+    claims = tables.localisation_claims(preds, dense, 200, 0, 0.95, rows)
+    assert claims["paper: err(X) - err(Y)"].tolist() == pytest.approx([36.4 - 34.3, 34.3 - 33.1, 29.5 - 28.2,
+                                                                      28.2 - 27.5, 27.5 - 26.9])
+    changed = rows.copy()
+    changed.loc[(changed["table"] == "T8") & (changed["row"] == "1"), "value"] = "40.0"
+    moved = tables.localisation_claims(preds, dense, 200, 0, 0.95, changed)
+    assert moved.loc["pcr_beats_scr", "paper: err(X) - err(Y)"] == pytest.approx(40.0 - 34.3)

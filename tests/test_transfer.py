@@ -371,9 +371,13 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
     assert t11.loc["table11.DE.average", "VOC-2007 mAP (paper)"] == 89.7
     assert t11.loc["table11.D.stack", "Caltech-101 recall (paper)"] == 91.8
     assert pd.isna(t11.loc["table11.D.single", "VOC-2007 mAP (paper)"])
-    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], paper_rows, 50, 0, 0.95)
+    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], paper_rows, 50, 0, 0.95, 0.5)
     assert list(claims.index) == [key for key, *_ in tables.TRANSFER_CLAIMS]
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
+    # App. B's VOC finding, "stacking and averaging perform similarly", is an equivalence test.
+    same = claims.loc["transfer_stack_no_better_scenes_D"]
+    assert same["verdict"] == stats.verdict(same["CI low"], same["CI high"], "not better", 0.5)
+    assert (same["X"], same["Y"]) == ("D stacked", "D averaged")
     assert claims.loc["transfer_DE_beats_best_net", "paper: X - Y"] == pytest.approx(0.4)
     assert (claims["CI low"] <= claims["ours: X - Y"] + 1e-9).all()
     page = report.table11_page(t11, claims, 0.95, 50, {"scenes": "s", "fewshot": "f"})

@@ -186,7 +186,9 @@ def table11_page(frame, claims, confidence, samples, sources, seed=0):
         f"\n## Claims\n\nX beats Y: the difference is metric(X) - metric(Y) in points, with its "
         f"{confidence:.0%} percentile interval from {samples:,} paired bootstrap resamples of the test items "
         "(few-shot: images, each scored in the splits where it is a test image). Verdict: reproduced if the "
-        "interval lies above 0, contradicted if below, else inconclusive.\n\n"
+        "interval lies above 0, contradicted if below, else inconclusive; for 'does not beat', an equivalence "
+        "test with the margin of `report.equivalence_margin` (reproduced if the whole interval lies below it, "
+        "contradicted if above it), as on [the claims page](claims.md).\n\n"
         + markdown(claims.astype(object).where(claims.notna(), None), index=True, floatfmt=".2f", missingval=""))
 
 
@@ -233,7 +235,7 @@ def localisation_part(loc_preds, dense, test_split, settings, seed=0):
     rows = paper.localisation_rows()
     table8, table9 = tables.table8(loc_preds, rows), tables.table9(dense, rows)
     claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"], settings["bootstrap_seed"],
-                                        settings["confidence"])
+                                        settings["confidence"], rows)
     fused = dense["rows"]["fusion 256/256 + 384/352,384"]
     has_figure = test_split["kind"] == "tensor"
 
@@ -259,7 +261,7 @@ def transfer_part(preds, flat_metrics, settings, seed=0):
     scenes = preds["scenes"]
     t11 = tables.table11(flat_metrics, rows, scenes["scales"], scenes["single_scale"])
     claims = tables.transfer_claims(scenes, preds["fewshot"], rows, settings["bootstrap_samples"],
-                                    settings["bootstrap_seed"], settings["confidence"])
+                                    settings["bootstrap_seed"], settings["confidence"], settings["equivalence_margin"])
     files = {"table11.csv": tables.to_csv(t11), "claims_transfer.csv": tables.to_csv(claims),
              "table11.md": table11_page(t11, claims, settings["confidence"], settings["bootstrap_samples"],
                                         {task: r["source"] for task, r in preds.items()}, seed)}
