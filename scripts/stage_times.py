@@ -9,6 +9,7 @@ cache or skipped keep old outputs: with `--start` they are left out.
 """
 import argparse
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -17,7 +18,7 @@ import yaml
 PARTS = [
     (("manifest", "prepare", "mean_rgb", "init_scratch", "init_from_a"), "data + init"),
     (("train_scratch", "train_256", "finetune_384", "finetune_jitter"), "classification training"),
-    (("evaluate_dense", "evaluate_multi_crop", "fuse_"), "classification evaluation + fusion"),
+    (("evaluate_dense", "evaluate_multi_crop", "evaluate_centre", "fuse_"), "classification evaluation + fusion"),
     (("train_loc", "evaluate_loc", "localise_dense"), "localisation (App. A)"),
     (("features_", "transfer_"), "transfer (App. B)"),
     (("report",), "report"),
@@ -46,6 +47,12 @@ def stage_finish_times(lock, defined=None, start=None):
     return sorted(finished.items(), key=lambda kv: kv[1])
 
 
+def seed_of(name):
+    """The seed of a per-seed stage ('train_256@D-1', 'fuse_DE_dense@1'), else None (shared stages)."""
+    match = re.search(r"@(?:.*-)?(\d+)$", name)
+    return int(match.group(1)) if match and not name.startswith(("train_loc", "evaluate_loc", "features_")) else None
+
+
 def part_of(name):
     for prefixes, part in PARTS:
         if name.startswith(prefixes):
@@ -62,17 +69,22 @@ def main(argv=None):
     defined = set(yaml.safe_load(Path(args.dvc_yaml).read_text())["stages"])
     order = stage_finish_times(yaml.safe_load(Path(args.lock).read_text()), defined, args.start)
     previous = args.start
-    parts = {}
+    parts, seeds = {}, {}
     for name, finished in order:
         if previous is not None:
             seconds = finished - previous
             print(f"{name:40s} {seconds:8.1f} s")
             parts[part_of(name)] = parts.get(part_of(name), 0.0) + seconds
+            seeds[seed_of(name)] = seeds.get(seed_of(name), 0.0) + seconds
         previous = finished
     print()
     for part, seconds in parts.items():
         print(f"{part:40s} {seconds:8.1f} s")
     print(f"{'total':40s} {sum(parts.values()):8.1f} s")
+    # What one seed costs: the shared stages (data, appendices, report) and each seed's own stages.
+    print()
+    for seed, seconds in sorted(seeds.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+        print(f"{'shared stages' if seed is None else f'seed {seed}':40s} {seconds:8.1f} s")
 
 
 if __name__ == "__main__":
