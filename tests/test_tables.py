@@ -408,7 +408,7 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     assert sorted(flat) == sorted(expected_report_keys(paper))
     claims = pd.read_csv(reports / "claims.csv", index_col="key")
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
-    assert (claims["seeds"] == len(SEEDS)).all() and claims[tables.SEEDS_AGREE].str.endswith(f"/{len(SEEDS)}").all()
+    assert (claims["n_seeds"] == len(SEEDS)).all() and claims[tables.SEEDS_AGREE].str.endswith(f"/{len(SEEDS)}").all()
     # Every verdict rule once, at the top of the claims page; the pages leave out the per-seed columns.
     claims_page = (reports / "claims.md").read_text()
     assert "equivalence test with a margin of 0.5" in claims_page and "2 here" in claims_page

@@ -19,7 +19,7 @@ from .paper import classification_rows, paper_csv, parameter_counts
 PAPER_TOP1, PAPER_TOP5, PAPER_TEST5 = "top-1 val err (paper)", "top-5 val err (paper)", "top-5 test err (paper)"
 OURS_TOP1, OURS_TOP5, OURS_ACC = "top-1 err (ours)", "top-5 err (ours)", "top-1 accuracy (ours)"
 # Ours are means over the seeds (training replicates); the sd is over seeds, each seed's value beside.
-OURS_TOP1_SD, OURS_TOP5_SD, N_SEEDS = "± top-1 sd (ours)", "± top-5 sd (ours)", "seeds"
+OURS_TOP1_SD, OURS_TOP5_SD, N_SEEDS = "± top-1 sd (ours)", "± top-5 sd (ours)", "n_seeds"
 SEED_TOP1, SEED_TOP5 = "top-1 err seed {}", "top-5 err seed {}"
 BEST_SINGLE_NET = ("T5", "best", None)
 
