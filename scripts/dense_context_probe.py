@@ -13,7 +13,7 @@ For each model and Q it reports top-1 error (%) of four evaluations of the same 
 each with its horizontal flip: dense scores-averaged (the pipeline's `dense_evaluate`), dense
 posteriors-averaged, the windows as separate crops with scores averaged, and with posteriors averaged.
 
-    python -m scripts.dense_context_probe --models models/D_384.pt models/E_256-512.pt --out /tmp/probe.md
+    python -m scripts.dense_context_probe --models models/seed0/D_384.pt models/seed0/E_256-512.pt --out /tmp/probe.md
 """
 import argparse
 from pathlib import Path
