@@ -514,6 +514,7 @@ def test_full_scale_preset_prepares_a_generated_imagefolder_tree(tmp_path, capsy
     overrides = dict(f.split("=", 1) for f in flags[1::2])
     assert overrides["data.dataset"] == "imagefolder" and overrides["model.crop"] == "224"
     assert overrides["data.root"] == str(root) and overrides["train.epochs"] == "74"
+    assert overrides["seeds"] == "[0]"  # a top-level key: one training per net at full scale
     settings = P.apply_overrides(P.load_params(repo / "params.yaml"),
                                  {k: yaml.safe_load(v) for k, v in overrides.items()}, validate=True)
     assert P.section(settings, "model")["num_classes"] == 1000
@@ -527,7 +528,9 @@ def test_a_preset_override_of_an_unknown_or_bad_key_is_one_line(capsys):
     repo = Path(__file__).resolve().parent.parent
     preset = str(repo / "presets" / "ilsvrc2012.yaml")
     for extra, start in (("train.lrr=0.1", "error: train.lrr: unknown key"),
-                         ("train.lr=.inf", "error: train.lr: inf must be a finite number")):
+                         ("train.lr=.inf", "error: train.lr: inf must be a finite number"),
+                         ("seeds=[0,0]", "error: seeds: [0, 0] must be a non-empty list"),
+                         ("seedz=[0]", "error: seedz: unknown key")):
         with pytest.raises(SystemExit) as info:
             scripts.preset.main([preset, extra, "--params", str(repo / "params.yaml")])
         assert info.value.code == 2

@@ -286,8 +286,10 @@ def preset_overrides(path, extra=()):
     """Dotted key -> value of a preset file (nested like params.yaml), then `extra` KEY=VALUE strings
     (values parsed as YAML: 0.01, true, [256, 512])."""
     preset = load_params(path)
-    flat = {f"{name}.{key}": value for name, values in preset.items() if isinstance(values, dict)
-            for key, value in values.items()}
+    flat = {}
+    for name, values in preset.items():  # sections, and top-level keys such as `seeds`
+        flat.update({f"{name}.{key}": value for key, value in values.items()} if isinstance(values, dict)
+                    else {name: values})
     for item in extra:
         key, sep, text = item.partition("=")
         if not sep:
@@ -301,7 +303,10 @@ def apply_overrides(params, overrides, validate=False):
     checks every section the schema knows."""
     merged = copy.deepcopy(params)
     for dotted, value in overrides.items():
-        name, _, key = dotted.partition(".")
+        name, dot, key = dotted.partition(".")
+        if not dot and name in merged and not isinstance(merged[name], dict):  # a top-level key (`seeds`)
+            merged[name] = value
+            continue
         if name not in merged or not isinstance(merged[name], dict) or key not in merged[name]:
             raise StageError(f"{dotted}: unknown key")
         merged[name][key] = value
@@ -309,6 +314,8 @@ def apply_overrides(params, overrides, validate=False):
         for name in SCHEMA:
             if name in merged:
                 section(merged, name)
+        if "seeds" in merged:
+            seeds(merged)
     return merged
 
 
