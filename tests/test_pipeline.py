@@ -294,7 +294,9 @@ def test_saved_dense_localisation_matches_an_independent_greedy_merge(repo):
     dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
     fused = dense["rows"]["fusion 256/256 + 384/352,384"]
     parts = [dense["candidates"][k] for k in ("256/256", "384/352", "384/384")]
-    posterior = torch.stack([p["posteriors"] for p in parts]).mean(0)
+    # Each classification net counted once: D_256 at its one scale, D_384 averaged over its two.
+    posterior = (parts[0]["posteriors"] + (parts[1]["posteriors"] + parts[2]["posteriors"]) / 2) / 2
+    assert torch.equal(fused["classes"][:len(posterior)], posterior.topk(dense["top_k"], dim=1).indices)
     for i in range(min(20, len(posterior))):
         top = int(posterior[i].argmax())
         assert top == int(fused["classes"][i, 0])
