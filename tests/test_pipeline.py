@@ -242,7 +242,7 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
         assert (path / "reports" / name).is_file(), name
     metrics = json.loads((path / "metrics" / "tables.json").read_text())
     # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently.
-    for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "PCR-all_384"]:
+    for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "SCR-fc_384", "PCR-fc_384", "PCR-all_384"]:
         saved = torch.load(path / "preds" / "loc" / f"{run}.pt", weights_only=False)
         err = 100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean()
         assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(err), abs=1e-3), run
