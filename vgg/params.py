@@ -327,8 +327,8 @@ def override_flag(key, value):
 
 # ---------------------------------------------------------------- App. B: very deep features
 
-TRANSFER_SCENES = ("fashion_mnist", "voc2007")
-TRANSFER_FEWSHOT = ("fashion_mnist", "caltech")
+TRANSFER_SCENES = ("digits", "fashion_mnist", "voc2007")
+TRANSFER_FEWSHOT = ("digits", "fashion_mnist", "caltech")
 
 
 def _positive_ints(v):

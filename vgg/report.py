@@ -179,9 +179,15 @@ def table11_page(frame, claims, confidence, samples, sources, seed=0):
         "stacked rows, the aggregation it used for each (its VOC descriptors averaged Q = 256-768).\n\n"
         f"**One training per net**: the descriptors come from the nets D and E of seed {seed} (the first of "
         "`seeds`); the intervals cover the test items only, not training-to-training variance.")
-    ours = frame["source"] == "ours"
+    ours, same = frame["source"] == "ours", frame["source"] == "ours, same classes"
+    sections = {"Ours beside the paper's nets (classes the nets never saw)": ours}
+    if same.any():
+        sections["The same tasks on the nets' own classes (Fashion-MNIST test garments, a new layout): how "
+                 f"much of the score above is transfer ({sources.get('garment_scenes')}; "
+                 f"{sources.get('garment_fewshot')})"] = same
+    sections["The paper's comparison"] = ~(ours | same)
     page = results_page("Table 11: very deep features on other datasets", intro, frame.drop(columns="source"),
-                        {"Ours beside the paper's nets": ours, "The paper's comparison": ~ours})
+                        sections)
     return page + (
         f"\n## Claims\n\nX beats Y: the difference is metric(X) - metric(Y) in points, with its "
         f"{confidence:.0%} percentile interval from {samples:,} paired bootstrap resamples of the test items "

@@ -587,21 +587,26 @@ def table11(metrics, paper_rows, scales, single_scale):
     vgg.paper.transfer_rows()), then the paper's comparison rows. Scales in paper units."""
     records = []
     paper_by_net = {row.net: row for row in paper_rows.itertuples(index=False) if row.net}
-    for net, name in T11_NETS.items():
-        for variant, how in T11_VARIANTS.items():
-            found = {column: metrics.get(f"{task}.{net}.{variant}.{metric}") for column, task, metric in (
-                (OURS_MAP, "scenes", "map"), (OURS_RECALL, "fewshot", "recall"),
-                (OURS_RECALL_STD, "fewshot", "recall_std"))}
-            if all(v is None for v in found.values()):
-                continue
-            record = {"key": f"table11.{net}.{variant}", "method": f"VGG {name}", "aggregation": how,
-                      "test Q": str(single_scale) if variant == "single" else ",".join(map(str, scales)),
-                      "source": "ours", **found}
-            paper = paper_by_net.get(net)
-            if paper is not None:
-                record.update({column: getattr(paper, field) for field, column in PAPER_T11.items()
-                               if PAPER_T11_VARIANT[field] == variant})
-            records.append(record)
+    # Our rows on the target tasks (new classes), then the same tasks on the nets' own classes.
+    for prefix, key_part, label, source in (("", "", "", "ours"),
+                                            ("garment_", "garments.", " (garments: same classes, new layout)",
+                                             "ours, same classes")):
+        for net, name in T11_NETS.items():
+            for variant, how in T11_VARIANTS.items():
+                found = {column: metrics.get(f"{prefix}{task}.{net}.{variant}.{metric}") for column, task, metric in (
+                    (OURS_MAP, "scenes", "map"), (OURS_RECALL, "fewshot", "recall"),
+                    (OURS_RECALL_STD, "fewshot", "recall_std"))}
+                if all(v is None for v in found.values()):
+                    continue
+                record = {"key": f"table11.{key_part}{net}.{variant}", "method": f"VGG {name}{label}",
+                          "aggregation": how,
+                          "test Q": str(single_scale) if variant == "single" else ",".join(map(str, scales)),
+                          "source": source, **found}
+                paper = paper_by_net.get(net)
+                if paper is not None and not prefix:
+                    record.update({column: getattr(paper, field) for field, column in PAPER_T11.items()
+                                   if PAPER_T11_VARIANT[field] == variant})
+                records.append(record)
     for row in paper_rows.itertuples(index=False):
         if not row.net:
             records.append({"key": f"table11.paper_row{row.row}", "method": row.method, "source": "paper",
