@@ -1,8 +1,9 @@
 """Stage `features`: App. B descriptors of one frozen net on one target set, at every Q, saved once.
 
-`--dataset scenes`: the multi-label set (seeded scenes of Fashion-MNIST test garments, or VOC-2007
-when transfer.scenes_dataset says so); `--dataset fewshot`: the few-shot set (plain Fashion-MNIST
-test images, or Caltech-101/256 class folders). Per Q the file holds each image's flip-averaged,
+`--dataset scenes`: the multi-label set (seeded scenes of scikit-learn's digits, or VOC-2007 when
+transfer.scenes_dataset says so); `--dataset fewshot`: the few-shot set (plain digits, or
+Caltech-101/256 class folders); `garment_scenes` and `garment_fewshot`: the same tasks built from
+Fashion-MNIST test garments, the nets' own classes in a new layout. Per Q the file holds each image's flip-averaged,
 pooled, L2-normalised fc7 descriptor; the `transfer` stage forms single-Q, averaged and stacked
 descriptors and D&E from them without running a net again.
 """

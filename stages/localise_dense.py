@@ -3,7 +3,7 @@
 For each row, the PCR net (all layers fine-tuned) and the classification net of the same S are
 applied densely at each test scale Q; their boxes, pooled over the row's scales (and, for the
 fusion row, over both nets), are merged greedily and ranked by the classification nets' class
-posteriors. Top-1 / top-5 localisation error: no guess among the first 1 / 5 has the true class
+posteriors, each net counted once. Top-1 / top-5 localisation error: no guess among the first 1 / 5 has the true class
 and IoU > 0.5 with the true box.
 """
 import argparse
@@ -62,7 +62,11 @@ def main(argv=None):
     rows = {}
     for label, parts in ROWS:
         keys = [(s, q) for s, qs in parts for q in qs]
-        posterior = torch.stack([posteriors[k] for k in keys]).mean(0)
+        # Classes are ranked by the classification nets D of the row, each counted once: a net's
+        # posteriors averaged over its scales, then the nets averaged (the paper ranks by its best
+        # classification system; a plain mean over the three (net, Q) pairs of the fusion row would
+        # weigh D_384, at two scales, twice).
+        posterior = torch.stack([torch.stack([posteriors[s, q] for q in qs]).mean(0) for s, qs in parts]).mean(0)
         classes, boxes = localisation.localise([candidates[k] for k in keys], posterior, loc["top_k"], loc["merge_iou"])
         hits = {k: localisation.localisation_hits(classes, boxes, labels, true, loc["iou_threshold"], k) for k in (1, 5)}
         rows[label] = {"classes": classes, "boxes": boxes, "top1": hits[1], "top5": hits[5]}

@@ -19,10 +19,13 @@ def test_box_to_crop_and_back_round_trips_without_flip():
     top, left = torch.tensor([5, 9]), torch.tensor([7, 3])
     crop_boxes = boxes_to_crop(boxes, 28, 28, sizes, top, left, torch.tensor([False, False]), 28)
     # x scaled by 48/28, shifted by left; y by top.
-    assert torch.allclose(crop_boxes[0], torch.tensor([6 * 48 / 28 - 7, 4 * 48 / 28 - 5, 20 * 48 / 28 - 7, 28.0],
-                                                      dtype=torch.float64))  # y1 clipped at the crop
-    back = boxes_from_crop(crop_boxes[1:], 28, 28, (48, 48), top[1], left[1])
-    assert torch.allclose(back, boxes[1:].double())
+    # The whole box, also past the crop's edge (y1 > 28): OverFeat-style regression (App. A).
+    assert torch.allclose(crop_boxes[0], torch.tensor([6 * 48 / 28 - 7, 4 * 48 / 28 - 5, 20 * 48 / 28 - 7,
+                                                       25 * 48 / 28 - 5], dtype=torch.float64))
+    assert crop_boxes[0, 3] > 28
+    back = boxes_from_crop(crop_boxes, 28, 28, (48, 48), top, left)
+    assert torch.allclose(back, boxes.double())  # a box past the crop's edge round-trips
+
 
 
 def test_flip_mirrors_the_box_inside_the_crop():
@@ -60,20 +63,39 @@ def test_training_targets_follow_the_crop_flip_and_rescale_of_the_image():
         one_image, one_target = dataset[key]
         torch.testing.assert_close(image, one_image, atol=2e-3, rtol=0)
         assert torch.equal(target, one_target)
-    checked = 0
+    past_edge = checked = 0
     for (image, target), label in zip(items, split["labels"]):
         assert int(target[0]) == int(label)
-        mask = image.mean(0) > 127.5
-        if target[3] * target[4] == 0:  # the crop missed the object: clipped to an empty box
-            assert not mask.any()
+        box = localisation.box_convert(target[1:][None].double() * 28, "cxcywh", "xyxy")[0]
+        visible = box.clamp(0, 28)
+        # No zero-area target, and every crop holds at least a pixel of its object.
+        assert target[3] > 0 and target[4] > 0 and (visible[2:] - visible[:2] >= 1 - 1e-9).all(), target
+        past_edge += int(((box < -0.5) | (box > 28.5)).any())
+        if (visible[2:] - visible[:2] < 2).any():  # a pixel-wide sliver: bilinear edges blur it
             continue
         checked += 1
-        # The true box, in the crop, is where the bright pixels ended up (bilinear edges: within 1 px).
+        # The part of the true box inside the crop is where the bright pixels ended up (bilinear
+        # edges: within 1 px); the target is the whole box, past the crop's edges where it extends.
+        mask = image.mean(0) > 127.5
         ys, xs = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
         seen = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float64)
-        x0, y0, x1, y1 = localisation.box_convert(target[1:][None].double() * 28, "cxcywh", "xyxy")[0]
-        assert torch.allclose(torch.stack([x0, y0, x1, y1]), seen, atol=1.0), (target, seen)
-    assert checked >= len(items) // 2
+        assert torch.allclose(visible, seen, atol=1.0), (target, seen)
+    assert past_edge >= 1 and checked >= len(items) // 2  # S up to 48 px: some objects pass their crop's edge
+
+
+def test_a_crop_that_misses_its_object_moves_onto_it_as_little_as_possible():
+    sizes = torch.tensor([[48, 48]] * 4)
+    boxes = torch.tensor([[2.0, 2.0, 6.0, 6.0]] * 4)  # (3.4..10.3 px) after the rescale 28 -> 48
+    top = torch.tensor([0, 20, 5, 20])
+    left = torch.tensor([0, 20, 20, 3])
+    new_top, new_left = localisation.crops_meeting_boxes(boxes, 28, 28, sizes, top, left, 28)
+    assert new_top.tolist() == [0, 9, 5, 9] and new_left.tolist() == [0, 9, 9, 3]  # floor(10.29 - 1)
+    far = torch.tensor([[20.0, 20.0, 26.0, 26.0]])  # 34.3..44.6 px: a crop at 0 ends before it
+    assert localisation.crops_meeting_boxes(far, 28, 28, sizes[:1], torch.tensor([0]), torch.tensor([0]),
+                                            28) == (torch.tensor([8]), torch.tensor([8]))  # ceil(35.3) - 28
+    # Each moved crop now holds part of the box; an overlapping one did not move.
+    crop_boxes = boxes_to_crop(boxes, 28, 28, sizes, new_top, new_left, torch.zeros(4, dtype=torch.bool), 28)
+    assert ((crop_boxes[:, 2] >= 1) & (crop_boxes[:, 0] <= 27) & (crop_boxes[:, 3] >= 1) & (crop_boxes[:, 1] <= 27)).all()
 
 
 def test_paired_iou_matches_torchvision_and_hand_values():
@@ -201,10 +223,30 @@ def test_imagefolder_boxes_from_ilsvrc_xml_feed_training_and_dense_localisation(
     transform = TrainTransform(28, 32, 48, MEAN, [0.0, 0.0, 0.0], torch.eye(3).tolist(), 0.0, True)
     targets = localisation.BoxTargets(boxed, transform)
     image, target = targets[(0, 7)]
-    assert image.shape == (3, 28, 28) and target.shape == (5,) and 0 < target[3] <= 1
+    # Unclipped: the whole box, which may be wider than the crop (w > 1 crop).
+    assert image.shape == (3, 28, 28) and target.shape == (5,) and target[3] > 0 and target[4] > 0
     net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
     loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1))
     dense = localisation.dense_predictions(loc, net.eval(), boxed, 36, MEAN, "PCR", 4, "cpu")
     assert len(dense) == len(boxed) and all(torch.isfinite(b).all() for b, _ in dense)
     crops = localisation.centre_crop_boxes(loc, boxed, boxed.labels, 32, MEAN, "PCR", 4, "cpu")
     assert crops.shape == (len(boxed), 4)
+
+
+def test_batched_merging_equals_greedy_merge_on_the_same_candidates():
+    # Clusters of jittered boxes with ties in scores and in IoU: the batched merge picks the same
+    # pair at every step, so its best box equals greedy_merge's, bit for bit.
+    g = torch.Generator().manual_seed(0)
+    sets, count = 64, 30
+    centres = torch.randint(0, 40, (sets, 3, 2), generator=g).double()
+    which = torch.randint(0, 3, (sets, count), generator=g)
+    centre = centres[torch.arange(sets)[:, None], which]
+    size = torch.randint(6, 14, (sets, count, 1), generator=g).double()
+    jitter = torch.randint(-2, 3, (sets, count, 2), generator=g).double()
+    boxes = torch.cat([centre + jitter, centre + jitter + size], -1)
+    scores = torch.randint(1, 5, (sets, count), generator=g).double() / 10
+    boxes[0, 1] = boxes[0, 0]  # an exact duplicate
+    got = localisation.best_merged_boxes(boxes, scores, 0.5)
+    for k in range(sets):
+        merged, _ = greedy_merge(boxes[k].numpy(), scores[k].numpy(), 0.5)
+        assert torch.equal(got[k], torch.from_numpy(merged[0])), k

@@ -242,7 +242,7 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
         assert (path / "reports" / name).is_file(), name
     metrics = json.loads((path / "metrics" / "tables.json").read_text())
     # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently.
-    for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "PCR-all_384"]:
+    for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "SCR-fc_384", "PCR-fc_384", "PCR-all_384"]:
         saved = torch.load(path / "preds" / "loc" / f"{run}.pt", weights_only=False)
         err = 100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean()
         assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(err), abs=1e-3), run
@@ -259,9 +259,10 @@ def test_repro_writes_table_11_and_a_transfer_param_reruns_only_transfer_stages(
     assert any(key.startswith("scenes.DE.") for key in metrics)
     # (`manifest` always runs; --dry lists the stages whose own deps changed: the report, and after new
     # features the SVMs, follow only once their inputs have changed.)
-    assert stages_to_run(path, env, "transfer.svm_C", [0.1, 1]) - {"manifest"} == {"transfer_scenes", "transfer_fewshot"}
+    tasks = ("scenes", "fewshot", "garment_scenes", "garment_fewshot")
+    assert stages_to_run(path, env, "transfer.svm_C", [0.1, 1]) - {"manifest"} == {f"transfer_{t}" for t in tasks}
     described = stages_to_run(path, env, "transfer.scales", [256, 384]) - {"manifest"}
-    assert described == {"features_scenes@D", "features_scenes@E", "features_fewshot@D", "features_fewshot@E"}
+    assert described == {f"features_{t}@{net}" for t in tasks for net in "DE"}
     assert not any(s.startswith(("train", "evaluate", "fuse", "localise")) for s in described)
 
 
@@ -294,7 +295,9 @@ def test_saved_dense_localisation_matches_an_independent_greedy_merge(repo):
     dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
     fused = dense["rows"]["fusion 256/256 + 384/352,384"]
     parts = [dense["candidates"][k] for k in ("256/256", "384/352", "384/384")]
-    posterior = torch.stack([p["posteriors"] for p in parts]).mean(0)
+    # Each classification net counted once: D_256 at its one scale, D_384 averaged over its two.
+    posterior = (parts[0]["posteriors"] + (parts[1]["posteriors"] + parts[2]["posteriors"]) / 2) / 2
+    assert torch.equal(fused["classes"][:len(posterior)], posterior.topk(dense["top_k"], dim=1).indices)
     for i in range(min(20, len(posterior))):
         top = int(posterior[i].argmax())
         assert top == int(fused["classes"][i, 0])

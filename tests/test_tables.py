@@ -15,7 +15,7 @@ import yaml
 import stages.fuse
 import stages.report
 from test_transfer import run_features_and_transfer
-from vgg import data, fusion, stats, tables
+from vgg import data, fusion, stats, tables, transfer
 from vgg.paper import PAPER_DIR, classification_rows
 from vgg.io import StageError
 from vgg.params import load_params
@@ -145,7 +145,7 @@ def synthetic(tmp_path_factory):
             stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds" / f"seed{seed}"),
                               "--out", str(root / "preds" / f"seed{seed}" / "ensembles" / f"{name}.pt")])
     (root / "preds" / "transfer").mkdir()
-    for task in ("scenes", "fewshot"):
+    for task in transfer.TASKS:
         (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / f"{task}.pt").read_bytes())
     return root
 

@@ -90,14 +90,36 @@ def paired_iou(a, b):
 
 def boxes_to_crop(boxes, height, width, sizes, top, left, flip, crop):
     """Boxes of H x W images (N x 4 xyxy px) in the coordinates of their crops: each image rescaled
-    to its (h, w) in `sizes` (N x 2), cropped at (top, left), flipped where `flip`; clipped to the crop."""
+    to its (h, w) in `sizes` (N x 2), cropped at (top, left), flipped where `flip`.
+
+    Not clipped to the crop: as in OverFeat, which App. A follows, each window regresses the whole
+    object's box, also where it extends past the window; that is what lets the boxes of many windows
+    be merged into one (Table 9). A clipped target teaches a window to see only its own part."""
     boxes = boxes.double()
     sy, sx = sizes[:, 0].double() / height, sizes[:, 1].double() / width
     x0, y0, x1, y1 = boxes.unbind(1)
     x0, x1 = x0 * sx - left, x1 * sx - left
     y0, y1 = y0 * sy - top, y1 * sy - top
     x0, x1 = torch.where(flip, crop - x1, x0), torch.where(flip, crop - x0, x1)
-    return torch.stack([x0, y0, x1, y1], 1).clamp(0, crop)
+    return torch.stack([x0, y0, x1, y1], 1)
+
+
+def crops_meeting_boxes(boxes, height, width, sizes, top, left, crop):
+    """(top, left) moved as little as needed for each crop to hold at least a pixel of its object: a
+    crop that misses the object has no box to regress (App. A.1 trains on windows of the object), so
+    it is redrawn at the nearest position that overlaps the box (integer steps, inside the image)."""
+    boxes = boxes.double()
+    sy, sx = sizes[:, 0].double() / height, sizes[:, 1].double() / width
+    x0, y0, x1, y1 = boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy
+
+    def move(start, lo, hi, extent):
+        # At least a pixel of overlap: start <= hi - 1 and start + crop >= lo + 1, else the nearest
+        # start that has it (a sliver of the object is no more a window of it than none).
+        start = torch.where(start + crop < lo + 1, torch.ceil(lo + 1).long() - crop, start)
+        start = torch.where(start > hi - 1, torch.floor(hi - 1).long(), start)
+        return torch.minimum(start.clamp(min=0), extent - crop)
+
+    return move(top, y0, y1, sizes[:, 0]), move(left, x0, x1, sizes[:, 1])
 
 
 def boxes_from_crop(boxes, height, width, size, top, left):
@@ -117,7 +139,9 @@ def centre_crop_offsets(height, width, scale, crop):
 
 def centre_crop_targets(dataset, indices, scale, crop):
     """Rows (class, cx, cy, w, h as fractions of the crop) of the true boxes in the centre crops at
-    `scale` px: the validation targets of a localisation run."""
+    `scale` px, not clipped: the validation targets of a localisation run. A rescale and a shift
+    change no IoU, so a predicted box's IoU with this target is its IoU with the image's box once
+    mapped back: validation scores exactly what Table 8 scores."""
     rows = []
     for i in indices:
         height, width = image_size(dataset, i)
@@ -166,25 +190,30 @@ class BoxTargets(Dataset):
     def __len__(self):
         return len(self.base)
 
-    def _targets(self, indices, draws, height, width):
-        scale, top, left, flip, _ = draws  # the image's own draws
-        sizes = self.transform.rescaled_sizes(height, width)[scale - self.transform.scale_min]
-        crop = self.transform.crop
-        boxes = boxes_to_crop(self.base.split["boxes"][indices], height, width, sizes, top, left, flip, crop)
-        return targets_of(self.base.labels[indices], boxes, crop)
+    def _on_object(self, indices, draws, height, width):
+        """The draws with each crop moved onto its object (crops_meeting_boxes), and the targets:
+        the whole object's box in the crop's coordinates (boxes_to_crop, not clipped)."""
+        scale, top, left, flip, alphas = draws  # the images' own draws
+        sizes = self.transform.rescaled_sizes(height, width)[scale.cpu() - self.transform.scale_min]
+        crop, boxes = self.transform.crop, self.base.split["boxes"][indices]
+        top, left = crops_meeting_boxes(boxes, height, width, sizes, top.cpu(), left.cpu(), crop)
+        targets = targets_of(self.base.labels[indices], boxes_to_crop(boxes, height, width, sizes, top, left,
+                                                                      flip.cpu(), crop), crop)
+        return (scale, top, left, flip, alphas), targets
 
     def batches(self, keys, device):
         """(images, targets) per batch of (index, seed) keys, transformed together on `device` (as
         vgg.data.Transformed)."""
         for indices, images, draws in gathered_batches(self.base, self.transform, keys, device):
-            targets = self._targets(indices, draws, *images.shape[-2:])
+            draws, targets = self._on_object(indices, draws, *images.shape[-2:])
             yield self.transform.batch(images, draws=draws), targets.to(device)
 
     def __getitem__(self, key):
         index, seed = key
         image = self.base.image(index)
-        draws = self.transform.draws([seed], *image.shape[-2:])
-        return self.transform(image, seed), self._targets([index], draws, *image.shape[-2:])[0]
+        draws, targets = self._on_object([index], self.transform.draws([seed], *image.shape[-2:]), *image.shape[-2:])
+        # One image through the batch transform: the crop may have moved from its drawn position.
+        return self.transform.batch(image[None].contiguous(), draws=draws)[0].contiguous(), targets[0]
 
 
 # ---------------------------------------------------------------- testing (App. A.2)
@@ -281,19 +310,71 @@ def _iou_matrix(a, b):
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def localise(candidates, posteriors, top_k, merge_iou):
+def _batch_iou(a, b):
+    """B x La x Lb IoU of every box of a[k] with every box of b[k] (xyxy, float64), the same float
+    operations as _iou_matrix, so the merges below equal greedy_merge's bit for bit."""
+    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
+    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[..., 2:] - x[..., :2]).clamp(min=0).prod(-1)
+    union = area(a)[:, :, None] + area(b)[:, None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+def best_merged_boxes(boxes, scores, merge_iou):
+    """greedy_merge for B candidate sets at once (B x L x 4 boxes, B x L scores; the same L): the best
+    merged box of each (B x 4). Every set takes its next merge in the same step, so a step is a few
+    tensor operations over all of them (the merging of one set is inherently sequential). Equal to
+    greedy_merge's first box (tests/test_localisation.py); float64 throughout, as there."""
+    b, s = boxes.double().clone(), scores.double().clone()
+    sets, count = s.shape
+    n = torch.ones_like(s)
+    alive = torch.ones(sets, count, dtype=torch.bool)
+    iou = _batch_iou(b, b)
+    iou[:, torch.arange(count), torch.arange(count)] = -1
+    rows = torch.arange(sets)
+    while True:
+        flat = iou.view(sets, -1).argmax(1)  # the first maximum, as np.argmax
+        best = iou.view(sets, -1).gather(1, flat[:, None])[:, 0]
+        active = (best > merge_iou).nonzero().flatten()
+        if len(active) == 0:
+            break
+        k, i, j = rows[active], flat[active] // count, flat[active] % count
+        ni, nj = n[k, i], n[k, j]
+        b[k, i] = (b[k, i] * ni[:, None] + b[k, j] * nj[:, None]) / (ni + nj)[:, None]
+        s[k, i], n[k, i], alive[k, j] = s[k, i] + s[k, j], ni + nj, False
+        iou[k, j, :] = -1
+        iou[k, :, j] = -1
+        row = torch.where(alive[k], _batch_iou(b[k, i][:, None], b[k])[:, 0], torch.tensor(-1.0, dtype=torch.float64))
+        row[torch.arange(len(k)), i] = -1
+        iou[k, i, :] = row
+        iou[k, :, i] = row
+    best = torch.where(alive, s, torch.tensor(-torch.inf, dtype=torch.float64)).argmax(1)  # first of equals
+    return b[rows, best]
+
+
+def localise(candidates, posteriors, top_k, merge_iou, chunk=2000):
     """§A.2 for each image: the classes ranked by the classification net's posteriors, and for each
     of the top `top_k` the best merged box of its candidates. `candidates`: one dense_predictions
     list per net and scale, whose predictions are pooled (the union). Returns classes N x top_k and
-    boxes N x top_k x 4."""
+    boxes N x top_k x 4. Images with as many candidates are merged together, `chunk` at a time
+    (best_merged_boxes)."""
     classes = posteriors.topk(top_k, dim=1).indices
     out = torch.zeros(len(posteriors), top_k, 4)
-    for i in range(len(posteriors)):
-        boxes = torch.cat([per_image[i][0] for per_image in candidates])  # L x C x 4, all nets and scales
-        scores = torch.cat([per_image[i][1] for per_image in candidates])
-        for r, c in enumerate(classes[i].tolist()):
-            merged, _ = greedy_merge(boxes[:, c].numpy(), scores[:, c].numpy(), merge_iou)
-            out[i, r] = torch.from_numpy(merged[0])
+    pooled = [(torch.cat([per_image[i][0] for per_image in candidates]),  # L x C x 4, all nets and scales
+               torch.cat([per_image[i][1] for per_image in candidates])) for i in range(len(posteriors))]
+    by_count = {}
+    for i, (boxes, _) in enumerate(pooled):
+        by_count.setdefault(len(boxes), []).append(i)
+    for images in by_count.values():
+        for start in range(0, len(images), chunk):
+            part = torch.tensor(images[start:start + chunk])
+            boxes = torch.stack([pooled[i][0] for i in part.tolist()])  # B x L x C x 4
+            scores = torch.stack([pooled[i][1] for i in part.tolist()])  # B x L x C
+            for r in range(top_k):
+                c = classes[part, r]
+                picked = boxes[torch.arange(len(part)), :, c]  # B x L x 4: each image's class-c candidates
+                out[part, r] = best_merged_boxes(picked, scores[torch.arange(len(part)), :, c], merge_iou).float()
     return classes, out
 
 

@@ -128,6 +128,7 @@ SCHEMA = {
         "lr": (NUMBER, _learning_rate, "must be in (0, 1]"),
         "epochs": (int, _positive, "must be > 0"),
         "lr_patience": (int, _non_negative, "must be >= 0"),
+        "max_lr_drops": (int, _positive, "must be > 0 (a localisation net ends on a plateau after its drops)"),
         "init_std": (NUMBER, _positive, "must be > 0"),
         "seed": (int, None, ""),
         "iou_threshold": (NUMBER, lambda v: 0 < v < 1, "must be in (0, 1)"),
@@ -254,7 +255,8 @@ def schedule(params, name):
     """The Schedule `name`: the `train` section, with `finetune`, `jitter` or `localisation` overriding it."""
     merged = section(params, "train")
     if name == "localisation":  # App. A.1: train's recipe, its own lr and length; S from the init net
-        merged.update({k: v for k, v in section(params, name).items() if k in ("lr", "epochs", "lr_patience")})
+        merged.update({k: v for k, v in section(params, name).items()
+                       if k in ("lr", "epochs", "lr_patience", "max_lr_drops")})
     elif name != "train":
         if name not in ("finetune", "jitter"):
             raise StageError(f"--schedule: unknown schedule {name!r} (choose train, finetune or jitter)")
@@ -332,8 +334,8 @@ def override_flag(key, value):
 
 # ---------------------------------------------------------------- App. B: very deep features
 
-TRANSFER_SCENES = ("fashion_mnist", "voc2007")
-TRANSFER_FEWSHOT = ("fashion_mnist", "caltech")
+TRANSFER_SCENES = ("digits", "fashion_mnist", "voc2007")
+TRANSFER_FEWSHOT = ("digits", "fashion_mnist", "caltech")
 
 
 def _positive_ints(v):

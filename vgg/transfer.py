@@ -2,10 +2,13 @@
 
 A net trained on the source set is frozen and its last FC layer dropped: an image is described by
 its fc7 activations, pooled over locations and scales and L2-normalised, and linear SVMs learn the
-target set from those descriptors. At the default scale the targets are analogues built from
-Fashion-MNIST *test* images, which no net trained on: multi-label scenes for VOC-2007 (mAP) and a
-few-shot split for Caltech-101/256 (mean class recall). The readers for the real sets are at the
-end. Scales are in pixels inside this module (the stages convert the paper's Q).
+target set from those descriptors. App. B transfers to classes and a domain the nets never saw; at
+the default scale the targets are built from scikit-learn's bundled handwritten digits (8 x 8,
+1,797 images, upscaled to the garments' 28 px): multi-label scenes for VOC-2007 (mAP) and a few-shot
+split for Caltech-101/256 (mean class recall). The same two tasks built from Fashion-MNIST *test*
+garments (the nets' own classes in a new layout: `garment_scenes`, `garment_fewshot`) show how much
+of a score is transfer. The readers for the real sets are at the end. Scales are in pixels inside
+this module (the stages convert the paper's Q).
 """
 import math
 import warnings
@@ -28,7 +31,10 @@ from .transforms import rescale
 
 AGGREGATIONS = ("average", "stack")  # App. B: over scales, "pooling" (VOC) or "stacking" (Caltech)
 VARIANTS = ("single", "average", "stack")  # Table 11 rows: one Q, or the scales averaged or stacked
-TASKS = ("scenes", "fewshot")
+TASKS = ("scenes", "fewshot", "garment_scenes", "garment_fewshot")
+# Each task's protocol: the multi-label VOC one or the few-shot Caltech one.
+TASK_KIND = {"scenes": "scenes", "fewshot": "fewshot", "garment_scenes": "scenes", "garment_fewshot": "fewshot"}
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
 SCENE_SPLITS = ("train", "val", "test")
 # A garment placed in a scene keeps at least this share of its pixels visible (later ones may cover
 # the rest), so every label names something a classifier can see.
@@ -55,9 +61,10 @@ def scale_descriptors(model, images, scales, mean, batch_size, device, bf16=Fals
     """S x N x D: per scale Q (pixels), each image's App. B descriptor before aggregation over scales.
 
     App. B: the image rescaled so its smallest side is Q, the net applied densely up to fc7 (its last
-    FC layer removed), the fc7 map global-average-pooled, averaged with the flipped image's, and
-    L2-normalised. `images`: an N x 3 x H x W uint8 tensor or a dataset of uint8 images (e.g.
-    `vgg.data.ImageSet`); `batch_size` counts network inputs, flips included.
+    FC layer removed), the fc7 map global-average-pooled and averaged with the flipped image's. Not
+    normalised here: the paper L2-normalises the final descriptor, once the scales are averaged or
+    stacked (aggregate_scales). `images`: an N x 3 x H x W uint8 tensor or a dataset of uint8 images
+    (e.g. `vgg.data.ImageSet`); `batch_size` counts network inputs, flips included.
     """
     model = model.eval().to(device, memory_format=torch.channels_last)
     mean = torch.as_tensor(mean, dtype=torch.float32, device=device)[:, None, None]
@@ -71,13 +78,14 @@ def scale_descriptors(model, images, scales, mean, batch_size, device, bf16=Fals
             with autocast(device, bf16):
                 fc7 = model.forward_fc7_dense(x)
             pooled = fc7.float().mean((2, 3))
-            out[s, indices] = l2_normalise((pooled[:n] + pooled[n:]) / 2).cpu()
+            out[s, indices] = ((pooled[:n] + pooled[n:]) / 2).cpu()
     return out
 
 
 def aggregate_scales(per_scale, how):
-    """N x D' from S x N x D per-scale descriptors, L2-normalised: averaged over scales ("average",
-    App. B's VOC protocol, D' = D) or stacked ("stack", its Caltech protocol, D' = S x D)."""
+    """N x D' from S x N x D per-scale descriptors, then L2-normalised (App. B normalises the result):
+    averaged over scales ("average", App. B's VOC protocol, D' = D) or stacked ("stack", its Caltech
+    protocol, D' = S x D; a scale whose activations are larger weighs more, as in the paper)."""
     if how == "average":
         return l2_normalise(per_scale.mean(0))
     if how == "stack":
@@ -167,7 +175,10 @@ def scene_splits(images, labels, sizes, canvas, objects_per_scene, object_scale,
 # ---------------------------------------------------------------- linear SVMs and their metrics
 
 def _svm(C, seed):
-    return LinearSVC(C=C, max_iter=SVM_MAX_ITER, random_state=seed)
+    # dual="auto": the primal problem where items outnumber features (stacked D&E descriptors have
+    # more features than a few-shot split has images, so there the dual), which liblinear solves
+    # in far fewer iterations than the default dual on such data.
+    return LinearSVC(C=C, max_iter=SVM_MAX_ITER, random_state=seed, dual="auto")
 
 
 def mean_average_precision(y_true, scores):
@@ -206,29 +217,35 @@ def fast_mean_average_precision(y_true, scores):
     return 100.0 * float(ap.mean())
 
 
-def train_svms(train_x, train_y, val_x, val_y, Cs, seed):
+def train_svms(train_x, train_y, val_x, val_y, Cs, seed, failures=None):
     """(one-vs-rest linear SVMs, C) for multi-label N x C 0/1 targets (App. B, VOC protocol).
 
     C is the one of `Cs` with the best validation mAP (the first on a tie); the SVMs are then
-    retrained on train + val with it.
+    retrained on train + val with it. Unconverged fits are counted in `failures` (_fit).
     """
     best = None
     for C in Cs:
-        svms = _fit(OneVsRestClassifier(_svm(C, seed)), train_x, train_y)
+        svms = _fit(OneVsRestClassifier(_svm(C, seed)), train_x, train_y, failures)
         score = fast_mean_average_precision(val_y, svms.decision_function(np.asarray(val_x)))
         if best is None or score > best[0]:
             best = (score, C)
     x = np.concatenate([np.asarray(train_x), np.asarray(val_x)])
     y = np.concatenate([np.asarray(train_y), np.asarray(val_y)])
-    return _fit(OneVsRestClassifier(_svm(best[1], seed)), x, y), best[1]
+    return _fit(OneVsRestClassifier(_svm(best[1], seed)), x, y, failures), best[1]
 
 
-def _fit(estimator, x, y):
-    with warnings.catch_warnings():
-        # A class absent from the training items gets a constant classifier; liblinear may stop
-        # at max_iter on an unlucky C (the validation score then judges that C like any other).
-        warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning))
-        return estimator.fit(np.asarray(x), np.asarray(y))
+def _fit(estimator, x, y, failures=None):
+    """`estimator` fitted; each liblinear fit that stopped at max_iter unconverged is counted in
+    `failures` (a list, one entry per such fit), which the stages report, never silently."""
+    with warnings.catch_warnings(record=True) as caught:
+        # A class absent from the training items gets a constant classifier (sklearn's UserWarning);
+        # ConvergenceWarning, a UserWarning too, is recorded (the later filter takes precedence).
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("always", ConvergenceWarning)
+        fitted = estimator.fit(np.asarray(x), np.asarray(y))
+    if failures is not None:
+        failures += [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    return fitted
 
 
 def few_shot_splits(labels, per_class, splits, seed):
@@ -249,13 +266,13 @@ def few_shot_splits(labels, per_class, splits, seed):
     return out
 
 
-def train_few_shot(train_x, train_y, Cs, folds, seed):
+def train_few_shot(train_x, train_y, Cs, folds, seed, failures=None):
     """(multi-class one-vs-rest linear SVM, C): C chosen by `folds`-fold stratified cross-validation
     of mean class recall on the training images only, then refitted on all of them."""
     folds = max(2, min(folds, int(np.bincount(np.asarray(train_y)).min())))
     search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, scoring="balanced_accuracy",
                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    _fit(search, train_x, train_y)
+    _fit(search, train_x, train_y, failures)
     return search.best_estimator_, search.best_params_["C"]
 
 
@@ -297,7 +314,7 @@ def variant_descriptors(records, single_scale):
     out = {}
     for record in records:
         per_scale = torch.stack([record["descriptors"][q] for q in record["scales"]])
-        out[(record["net"], "single")] = record["descriptors"][single_scale]
+        out[(record["net"], "single")] = l2_normalise(record["descriptors"][single_scale])
         for how in AGGREGATIONS:
             out[(record["net"], how)] = aggregate_scales(per_scale, how)
     if len(records) == 2:
@@ -307,49 +324,54 @@ def variant_descriptors(records, single_scale):
     return out
 
 
-def classify_scenes(descriptors, labels, splits, Cs, seed):
+def classify_scenes(descriptors, labels, splits, Cs, seed, task="scenes"):
     """Scene task: per variant, SVMs trained as `train_svms` and scored on the test scenes.
 
-    Returns (flat metrics `scenes.<net>.<variant>.map` / `.C`, predictions record for the bootstrap)."""
+    Returns (flat metrics `<task>.<net>.<variant>.map` / `.C` / `.unconverged`, predictions record for
+    the bootstrap)."""
     labels = np.asarray(labels)
     train, val, test = (np.asarray(splits[s]) for s in SCENE_SPLITS)
     metrics, scores, chosen, aps = {}, {}, {}, {}
     for (net, variant), x in descriptors.items():
         x = x.numpy()
-        svms, C = train_svms(x[train], labels[train], x[val], labels[val], Cs, seed)
+        failures = []
+        svms, C = train_svms(x[train], labels[train], x[val], labels[val], Cs, seed, failures)
         key = f"{net}.{variant}"
         scores[key] = torch.from_numpy(svms.decision_function(x[test])).float()
         mean_ap, aps[key] = mean_average_precision(labels[test], scores[key].numpy())
         chosen[key] = C
-        metrics[f"scenes.{key}.map"] = round(mean_ap, 4)
-        metrics[f"scenes.{key}.C"] = C
-    record = {"task": "scenes", "labels": torch.from_numpy(labels[test]), "index": torch.from_numpy(test),
+        metrics[f"{task}.{key}.map"] = round(mean_ap, 4)
+        metrics[f"{task}.{key}.C"] = C
+        metrics[f"{task}.{key}.unconverged"] = len(failures)
+    record = {"task": task, "labels": torch.from_numpy(labels[test]), "index": torch.from_numpy(test),
               "scores": scores, "C": chosen, "ap": aps}
     return metrics, record
 
 
-def classify_few_shot(descriptors, labels, per_class, splits, Cs, folds, seed):
+def classify_few_shot(descriptors, labels, per_class, splits, Cs, folds, seed, task="fewshot"):
     """Few-shot task: per variant and split, an SVM trained as `train_few_shot` and scored by mean class
     recall on that split's test images; mean and (sample) std over the splits.
 
-    Returns (flat metrics `fewshot.<net>.<variant>.recall` / `.recall_std`, predictions record)."""
+    Returns (flat metrics `<task>.<net>.<variant>.recall` / `.recall_std` / `.unconverged`, predictions
+    record)."""
     labels = np.asarray(labels)
     index = few_shot_splits(labels, per_class, splits, seed)
     metrics, tables, chosen = {}, {}, {}
     for (net, variant), x in descriptors.items():
         x = x.numpy()
-        predictions, Cs_used = [], []
+        predictions, Cs_used, failures = [], [], []
         for train, test in index:
-            svm, C = train_few_shot(x[train], labels[train], Cs, folds, seed)
+            svm, C = train_few_shot(x[train], labels[train], Cs, folds, seed, failures)
             predictions.append(svm.predict(x[test]))
             Cs_used.append(C)
         key = f"{net}.{variant}"
         tables[key] = torch.from_numpy(split_table(len(labels), index, predictions))
         recalls = split_recalls(labels, tables[key].numpy())
         chosen[key] = Cs_used
-        metrics[f"fewshot.{key}.recall"] = round(float(np.mean(recalls)), 4)
-        metrics[f"fewshot.{key}.recall_std"] = round(float(np.std(recalls, ddof=1)) if len(recalls) > 1 else 0.0, 4)
-    record = {"task": "fewshot", "labels": torch.from_numpy(labels),
+        metrics[f"{task}.{key}.recall"] = round(float(np.mean(recalls)), 4)
+        metrics[f"{task}.{key}.recall_std"] = round(float(np.std(recalls, ddof=1)) if len(recalls) > 1 else 0.0, 4)
+        metrics[f"{task}.{key}.unconverged"] = len(failures)
+    record = {"task": task, "labels": torch.from_numpy(labels),
               "splits": [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in index],
               "predictions": tables, "C": chosen}
     return metrics, record
@@ -395,9 +417,32 @@ def check_same_images(records, paths):
 
 # ---------------------------------------------------------------- the target sets, from params
 
-def scenes_set(settings, fashion_mnist_root):
-    """(images, multi-hot labels, classes, split indices, source) of the multi-label task."""
-    if settings["scenes_dataset"] == "voc2007":
+def load_digits_images(size=28):
+    """scikit-learn's bundled handwritten digits (1,797 8 x 8 images, 0-16, ten classes; no download)
+    as N x 3 x size x size uint8 white-on-black images, bilinearly upscaled to the garments' scale,
+    and their labels: classes and a domain the nets never saw (App. B's target sets)."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float()[:, None] * (255.0 / 16.0)
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous(), \
+        torch.from_numpy(digits.target).long()
+
+
+def _source_images(dataset, fashion_mnist_root):
+    """(images, labels, classes, name) of the digits or of Fashion-MNIST's test garments."""
+    if dataset == "digits":
+        images, labels = load_digits_images()
+        return images, labels, list(DIGIT_CLASSES), "scikit-learn digits"
+    images, labels = load_fashion_mnist(fashion_mnist_root)["test"]
+    return images, labels, list(FASHION_MNIST_CLASSES), "Fashion-MNIST test garments"
+
+
+def scenes_set(settings, fashion_mnist_root, dataset=None):
+    """(images, multi-hot labels, classes, split indices, source) of the multi-label task, on
+    `dataset` (default transfer.scenes_dataset)."""
+    dataset = dataset or settings["scenes_dataset"]
+    if dataset == "voc2007":
         voc, sets = read_voc2007(settings["scenes_root"])
         paths, labels, splits, start = [], [], {}, 0
         for split in SCENE_SPLITS:
@@ -410,7 +455,7 @@ def scenes_set(settings, fashion_mnist_root):
         images = ImageSet({"kind": "files", "root": str(voc.resolve()), "paths": paths, "labels": labels,
                            "classes": list(VOC_CLASSES)})
         return images, labels, list(VOC_CLASSES), splits, f"VOC-2007 {voc}"
-    images, labels = load_fashion_mnist(fashion_mnist_root)["test"]
+    images, labels, classes, name = _source_images(dataset, fashion_mnist_root)
     sizes = {split: settings[split] for split in SCENE_SPLITS}
     scenes = scene_splits(images, labels, sizes, settings["canvas"], settings["objects"],
                           settings["object_scale"], settings["seed"])
@@ -419,33 +464,34 @@ def scenes_set(settings, fashion_mnist_root):
         splits[split] = torch.arange(start, start + sizes[split])
         start += sizes[split]
     lo, hi = settings["objects"]
-    source = (f"scenes of {lo}-{hi} Fashion-MNIST test garments, {settings['canvas']} px canvas, "
-              f"garments scaled {settings['object_scale'][0]}-{settings['object_scale'][1]}x")
+    source = (f"scenes of {lo}-{hi} {name}, {settings['canvas']} px canvas, "
+              f"objects scaled {settings['object_scale'][0]}-{settings['object_scale'][1]}x")
     return (torch.cat([scenes[s][0] for s in SCENE_SPLITS]),
-            torch.cat([scenes[s][1] for s in SCENE_SPLITS]),
-            list(FASHION_MNIST_CLASSES), splits, source)
+            torch.cat([scenes[s][1] for s in SCENE_SPLITS]), classes, splits, source)
 
 
-def fewshot_set(settings, fashion_mnist_root):
-    """(images, labels, classes, None, source) of the few-shot task (splits are drawn by `transfer`)."""
-    if settings["fewshot_dataset"] == "caltech":
+def fewshot_set(settings, fashion_mnist_root, dataset=None):
+    """(images, labels, classes, None, source) of the few-shot task on `dataset` (default
+    transfer.fewshot_dataset); splits are drawn by `transfer`."""
+    dataset = dataset or settings["fewshot_dataset"]
+    if dataset == "caltech":
         root = Path(settings["fewshot_root"]).resolve()
         paths, labels, classes = read_class_folders(root, settings["exclude_classes"])
         images = ImageSet({"kind": "files", "root": str(root), "paths": paths, "labels": labels,
                            "classes": classes})
         return images, labels, classes, None, f"class folders {root}"
-    images, labels = load_fashion_mnist(fashion_mnist_root)["test"]
+    images, labels, classes, name = _source_images(dataset, fashion_mnist_root)
     keep = limit(labels, settings["fewshot_limit"], settings["seed"])
-    return (images[keep], labels[keep], list(FASHION_MNIST_CLASSES), None,
-            f"{len(keep)} plain Fashion-MNIST test images")
+    return images[keep], labels[keep], classes, None, f"{len(keep)} plain {name}"
 
 
 def target_set(task, settings, fashion_mnist_root):
-    """(images, labels, classes, split indices or None, source) of `task` ('scenes' or 'fewshot') from
-    the validated `transfer` params section."""
+    """(images, labels, classes, split indices or None, source) of `task` (one of TASKS) from the
+    validated `transfer` params section: the garment tasks always on Fashion-MNIST's test garments."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-    return (scenes_set if task == "scenes" else fewshot_set)(settings, fashion_mnist_root)
+    dataset = "fashion_mnist" if task.startswith("garment_") else None
+    return (scenes_set if TASK_KIND[task] == "scenes" else fewshot_set)(settings, fashion_mnist_root, dataset)
 
 
 # ---------------------------------------------------------------- full-scale readers
