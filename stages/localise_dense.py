@@ -62,11 +62,7 @@ def main(argv=None):
     rows = {}
     for label, parts in ROWS:
         keys = [(s, q) for s, qs in parts for q in qs]
-        # Classes are ranked by the classification nets D of the row, each counted once: a net's
-        # posteriors averaged over its scales, then the nets averaged (the paper ranks by its best
-        # classification system; a plain mean over the three (net, Q) pairs of the fusion row would
-        # weigh D_384, at two scales, twice).
-        posterior = torch.stack([torch.stack([posteriors[s, q] for q in qs]).mean(0) for s, qs in parts]).mean(0)
+        posterior = localisation.row_posteriors(posteriors, parts)  # each classification net once
         classes, boxes = localisation.localise([candidates[k] for k in keys], posterior, loc["top_k"], loc["merge_iou"])
         hits = {k: localisation.localisation_hits(classes, boxes, labels, true, loc["iou_threshold"], k) for k in (1, 5)}
         rows[label] = {"classes": classes, "boxes": boxes, "top1": hits[1], "top5": hits[5]}

@@ -250,3 +250,20 @@ def test_batched_merging_equals_greedy_merge_on_the_same_candidates():
     for k in range(sets):
         merged, _ = greedy_merge(boxes[k].numpy(), scores[k].numpy(), 0.5)
         assert torch.equal(got[k], torch.from_numpy(merged[0])), k
+
+
+def test_table9_fusion_row_ranks_classes_by_each_classification_net_once():
+    from stages.localise_dense import ROWS
+    fusion = dict(ROWS)["fusion 256/256 + 384/352,384"]
+    nets = [s for s, _ in fusion]
+    assert sorted(nets) == ["256", "384"]  # each net once, D_384 with its two scales
+    # Posteriors where D_256 ranks class 0 first and D_384 class 1 at both its scales.
+    p256 = torch.tensor([[0.58, 0.42]])
+    p384 = {352: torch.tensor([[0.45, 0.55]]), 384: torch.tensor([[0.45, 0.55]])}
+    posteriors = {("256", 256): p256, ("384", 352): p384[352], ("384", 384): p384[384]}
+    got = localisation.row_posteriors(posteriors, fusion)
+    torch.testing.assert_close(got, torch.tensor([[0.515, 0.485]]))  # (0.58 + 0.45) / 2
+    plain = torch.stack(list(posteriors.values())).mean(0)  # counting D_384 twice would flip the ranking
+    assert plain.argmax(1).item() == 1 and got.argmax(1).item() == 0
+    single = localisation.row_posteriors(posteriors, dict(ROWS)["384/352,384"])
+    torch.testing.assert_close(single, p384[352])

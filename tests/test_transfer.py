@@ -203,6 +203,10 @@ def test_unconverged_svm_fits_are_counted_not_silenced():
     assert len(failures) == 1 and "converge" in failures[0].lower()
     transfer._fit(transfer._svm(0.1, 0), x, y, failures)
     assert len(failures) == 1
+    # One-vs-rest fits on threads (both cores): each class's unconverged fit still counted.
+    stalled = transfer.OneVsRestClassifier(transfer.LinearSVC(C=1000, max_iter=2, dual=True), n_jobs=-1)
+    transfer._fit(stalled, x, rng.integers(0, 3, 60), failures)
+    assert len(failures) == 4
 
 
 # ---------------------------------------------------------------- SVMs and metrics

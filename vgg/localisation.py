@@ -353,6 +353,15 @@ def best_merged_boxes(boxes, scores, merge_iou):
     return b[rows, best]
 
 
+def row_posteriors(posteriors, parts):
+    """N x C class posteriors that rank a Table 9 row's classes, each classification net counted once:
+    a net's posteriors averaged over its test scales, then the nets averaged. `posteriors`: {(S, Q):
+    N x C}; `parts`: [(S, (Q, ...))], the row's nets and their scales. The paper ranks by its best
+    classification system (§A.2); a plain mean over the (net, Q) pairs of the fusion row
+    256/256 + 384/352,384 would weigh D_384, at two scales, twice."""
+    return torch.stack([torch.stack([posteriors[s, q] for q in qs]).mean(0) for s, qs in parts]).mean(0)
+
+
 def localise(candidates, posteriors, top_k, merge_iou, chunk=2000):
     """§A.2 for each image: the classes ranked by the classification net's posteriors, and for each
     of the top `top_k` the best merged box of its candidates. `candidates`: one dense_predictions
