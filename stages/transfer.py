@@ -35,12 +35,13 @@ def main(argv=None):
     start = time.perf_counter()
     descriptors = transfer.variant_descriptors(records, settings["single_scale"])
     labels = records[0]["labels"]
+    grid = "svm_C" if transfer.TASK_KIND[args.task] == "scenes" else "fewshot_svm_C"
     if transfer.TASK_KIND[args.task] == "scenes":
-        metrics, preds = transfer.classify_scenes(descriptors, labels, records[0]["splits"], settings["svm_C"],
+        metrics, preds = transfer.classify_scenes(descriptors, labels, records[0]["splits"], settings[grid],
                                                   settings["seed"], args.task)
     else:
         metrics, preds = transfer.classify_few_shot(descriptors, labels, settings["fewshot_per_class"],
-                                                    settings["fewshot_splits"], settings["svm_C"],
+                                                    settings["fewshot_splits"], settings[grid],
                                                     settings["fewshot_cv_folds"], settings["seed"], args.task)
     preds.update(classes=records[0]["classes"], source=records[0]["source"], scales=records[0]["scales"],
                  single_scale=settings["single_scale"], runs={r["net"]: r["run"] for r in records})
@@ -56,8 +57,8 @@ def main(argv=None):
     if unconverged:
         print(f"transfer: {args.task}: {unconverged} SVM fit(s) stopped at max_iter without converging")
     chosen = [c for cs in preds["C"].values() for c in (cs if isinstance(cs, list) else [cs])]
-    for edge in sorted({min(settings["svm_C"]), max(settings["svm_C"])} & set(chosen)):
-        print(f"transfer: {args.task}: C = {edge:g}, an end of transfer.svm_C, chosen {chosen.count(edge)} "
+    for edge in sorted({min(settings[grid]), max(settings[grid])} & set(chosen)):
+        print(f"transfer: {args.task}: C = {edge:g}, an end of transfer.{grid}, chosen {chosen.count(edge)} "
               f"time(s) of {len(chosen)}: widen the grid")
 
 

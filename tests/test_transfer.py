@@ -371,7 +371,7 @@ def tiny_transfer_params(tmp_path):
     all_params = yaml.safe_load((ROOT / "params.yaml").read_text())
     all_params["data"]["root"] = FASHION_MNIST
     all_params["transfer"].update(train=40, val=20, test=40, fewshot_limit=100, fewshot_per_class=4,
-                                  fewshot_splits=2, fewshot_cv_folds=2, svm_C=[0.1, 10], batch_size=64, bf16=False)
+                                  fewshot_splits=2, fewshot_cv_folds=2, svm_C=[0.1, 10], fewshot_svm_C=[0.1, 10], batch_size=64, bf16=False)
     return write_params(tmp_path / "params.yaml", all_params)
 
 
@@ -440,6 +440,10 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
     assert same["verdict"] == stats.verdict(same["CI low"], same["CI high"], "not better", 0.5)
     assert (same["X"], same["Y"]) == ("D stacked", "D averaged")
     assert claims.loc["transfer_DE_beats_best_net", "paper: X - Y"] == pytest.approx(0.4)
+    # Few-shot: Caltech-101 recalls, D&E 92.7 against D 91.8 or E 92.3, whichever of ours is better.
+    assert claims.loc["transfer_DE_beats_best_net_fewshot", "paper: X - Y"] in (pytest.approx(0.9), pytest.approx(0.4))
+    assert claims.loc["transfer_DE_beats_best_net_fewshot", "X"] == "D&E stacked"
+    assert pd.isna(claims.loc["transfer_multi_scale_D_fewshot", "paper: X - Y"])
     assert (claims["CI low"] <= claims["ours: X - Y"] + 1e-9).all()
     page = report.table11_page(t11, claims, 0.95, 50, {"scenes": "s", "fewshot": "f"})
     assert page.startswith("# Table 11") and "Chatfield" in page and "transfer_stack_beats_average_D" in page

@@ -380,6 +380,7 @@ SCHEMA["transfer"] = {
     "fewshot_cv_folds": (int, lambda v: v >= 2, "must be >= 2"),
     "exclude_classes": (list, lambda v: all(isinstance(x, str) for x in v), "must list class directory names"),
     "svm_C": (list, _positive_numbers, "must list positive numbers"),
+    "fewshot_svm_C": (list, _positive_numbers, "must list positive numbers"),
 }
 
 
