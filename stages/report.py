@@ -41,8 +41,10 @@ def main(argv=None):
     flat = tables.metrics(frames, claims)
     loc_preds = {run: io.load(args.loc / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
     dense = io.load(args.loc / "dense.pt", "dense localisation predictions")
+    loc_runs = [f"loc_{run}" for run in tables.TABLE8_RUNS]  # train_loc's logs/loc_<setting>/
+    loc_training = tables.training_summary(tables.load_curves(args.logs, loc_runs), args.logs)
     loc_files, loc_flat, loc_line, loc_claims = report.localisation_part(loc_preds, dense, test_split, settings,
-                                                                         seeds[0])
+                                                                         seeds[0], loc_training)
     transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
                       for task in transfer.TASKS}
     transfer_flat = {key: value for task in transfer.TASKS for key, value in

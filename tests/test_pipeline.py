@@ -241,12 +241,18 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
     for name in ["localisation.md", "table8.csv", "table9.csv", "localisation_samples.png"]:
         assert (path / "reports" / name).is_file(), name
     metrics = json.loads((path / "metrics" / "tables.json").read_text())
+    page = (path / "reports" / "localisation.md").read_text()
+    assert "## Training" in page and "final val loc. error (%)" in page
     # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently.
     for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "SCR-fc_384", "PCR-fc_384", "PCR-all_384"]:
         saved = torch.load(path / "preds" / "loc" / f"{run}.pt", weights_only=False)
         err = 100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean()
         assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(err), abs=1e-3), run
         assert (path / "logs" / f"loc_{run}" / "metrics.json").is_file()
+        # The page's training table says how each localisation run ended (plateau or epoch cap).
+        summary = json.loads((path / "logs" / f"loc_{run}" / "metrics.json").read_text())
+        row = next(line for line in page.splitlines() if line.startswith(f"| loc_{run} "))
+        assert summary["stopped_by"] in row, row
     dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
     assert set(dense["rows"]) == {"256/256", "384/384", "384/352,384", "fusion 256/256 + 384/352,384"}
     assert {"loc.table9.fusion.top5", "loc.claims.pcr_beats_scr.diff"} <= set(metrics)

@@ -198,7 +198,12 @@ def table11_page(frame, claims, confidence, samples, sources, seed=0):
         + markdown(claims.astype(object).where(claims.notna(), None), index=True, floatfmt=".2f", missingval=""))
 
 
-def localisation_page(table8, table9, claims, confidence, samples, n_images, figure, seed=0):
+# A localisation run's "top-1" is its share of boxes with IoU > 0.5 (vgg.localisation's Task).
+LOC_TRAINING_COLUMNS = {"final train top-1 err": "final train loc. error (%)",
+                        "final val top-1 err": "final val loc. error (%)", "best val top-1 err": "best val loc. error (%)"}
+
+
+def localisation_page(table8, table9, claims, confidence, samples, n_images, figure, seed=0, training=None):
     """reports/localisation.md: Tables 8 and 9 (App. A) beside the paper's, the claims, the sample figure."""
     lines = [
         "# Localisation (Appendix A): Tables 8 and 9", "",
@@ -225,6 +230,14 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
         f"{samples:,} paired bootstrap resamples of the test images.", "",
         markdown(claims, index=True, floatfmt=".2f"),
     ]
+    if training is not None and len(training):
+        lines += ["", "## Training", "", "Each localisation net trains to its validation plateau (App. A.1, as §3.1): "
+                  "lr 10^-3, divided by 10 when the validation localisation error stops improving, stopped at the "
+                  "next plateau; the epoch count is a bound (`localisation.epochs`). Validation is scored as Table 8: "
+                  "the centre crop's true-class box against the image's box; the training error is that of the "
+                  "augmented training crops (random position, flip, colour shift), where objects are often "
+                  "cut by the crop's edge.", "",
+                  markdown(training.rename(columns=LOC_TRAINING_COLUMNS), floatfmt=".2f")]
     if figure:
         lines += ["", "## Samples", "", "True boxes in orange, the fusion row's top-1 box in cyan "
                   "(class guessed above each image):", "", "![localisation samples](localisation_samples.png)"]
@@ -238,9 +251,9 @@ def _verdict_counts(claims):
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))
 
 
-def localisation_part(loc_preds, dense, test_split, settings, seed=0):
+def localisation_part(loc_preds, dense, test_split, settings, seed=0, training=None):
     """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line, claims),
-    on the nets of seed `seed`."""
+    on the nets of seed `seed`; `training`: the localisation runs' training_summary, if given."""
     rows = paper.localisation_rows()
     table8, table9 = tables.table8(loc_preds, rows), tables.table9(dense, rows)
     claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"], settings["bootstrap_seed"],
@@ -254,7 +267,7 @@ def localisation_part(loc_preds, dense, test_split, settings, seed=0):
     files = {"table8.csv": tables.to_csv(table8), "table9.csv": tables.to_csv(table9),
              "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
                                                   settings["bootstrap_samples"], len(dense["labels"]), has_figure,
-                                                  seed)}
+                                                  seed, training)}
     if has_figure:
         files["localisation_samples.png"] = draw
     line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)"
