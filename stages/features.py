@@ -3,9 +3,10 @@
 `--dataset scenes`: the multi-label set (seeded scenes of scikit-learn's digits, or VOC-2007 when
 transfer.scenes_dataset says so); `--dataset fewshot`: the few-shot set (plain digits, or
 Caltech-101/256 class folders); `garment_scenes` and `garment_fewshot`: the same tasks built from
-Fashion-MNIST test garments, the nets' own classes in a new layout. Per Q the file holds each image's flip-averaged,
-pooled, L2-normalised fc7 descriptor; the `transfer` stage forms single-Q, averaged and stacked
-descriptors and D&E from them without running a net again.
+Fashion-MNIST test garments, the nets' own classes in a new layout. Per Q the file holds each image's
+flip-averaged, pooled fc7 descriptor (L2-normalised later, once aggregated over Q, as App. B); the
+`transfer` stage forms single-Q, averaged and stacked descriptors and D&E from them without running a
+net again.
 """
 import argparse
 import time

@@ -393,7 +393,7 @@ FEATURE_KEYS = ("net", "run", "task", "source", "scales", "pixels", "descriptors
 
 def feature_record(net, run, task, source, scales, pixel_scales, per_scale, labels, classes, splits):
     """What a feature file holds: per paper-unit Q, the N x D per-scale descriptors of
-    `scale_descriptors` (flip-averaged, pooled, L2-normalised, not yet aggregated over scales), so
+    `scale_descriptors` (flip-averaged, pooled, not yet aggregated over scales nor normalised), so
     every single-Q, averaged and stacked variant is formed later without running the net again."""
     return {"net": net, "run": run, "task": task, "source": source, "scales": list(scales),
             "pixels": list(pixel_scales), "descriptors": {q: d.clone() for q, d in zip(scales, per_scale)},
