@@ -74,17 +74,23 @@ def write_preds(root):
                             "scales": scales, "posteriors": posteriors, "labels": labels.clone()}, path)
 
 
+def write_log(run_dir, i, seed=0, stopped_by="plateau"):
+    metrics = run_dir / "plots" / "metrics"
+    metrics.mkdir(parents=True)
+    steps = np.arange(4)
+    for name, values in (("val_top1_err", 40 - 5 * steps - i - seed), ("train_loss", 2.0 / (steps + 1)),
+                         ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
+        pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
+    (run_dir / "metrics.json").write_text(json.dumps(
+        {"step": 3, "val_top1_err": 25.0 - i, "wall_seconds": 10.0 + i, "stopped_by": stopped_by}))
+
+
 def write_logs(root):
     for seed in SEEDS:
         for i, run in enumerate(RUNS):
-            metrics = root / f"seed{seed}" / run / "plots" / "metrics"
-            metrics.mkdir(parents=True)
-            steps = np.arange(4)
-            for name, values in (("val_top1_err", 40 - 5 * steps - i - seed), ("train_loss", 2.0 / (steps + 1)),
-                                 ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
-                pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
-            (root / f"seed{seed}" / run / "metrics.json").write_text(json.dumps(
-                {"step": 3, "val_top1_err": 25.0 - i, "wall_seconds": 10.0 + i, "stopped_by": "plateau"}))
+            write_log(root / f"seed{seed}" / run, i, seed)
+    for i, run in enumerate(tables.TABLE8_RUNS):  # train_loc's logs/loc_<setting>/ (seed-0 nets)
+        write_log(root / f"loc_{run}", i, stopped_by="epoch cap" if run == "PCR-all_256" else "plateau")
 
 
 def write_test_split(path):
@@ -413,7 +419,12 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     claims_page = (reports / "claims.md").read_text()
     assert "equivalence test with a margin of 0.5" in claims_page and "2 here" in claims_page
     assert "seed 0" not in table3 and "top-1 err seed 1" in (reports / "table3.csv").read_text()
-    assert "seed-0 nets" in readme and "One training per net" in (reports / "localisation.md").read_text()
+    loc_page = (reports / "localisation.md").read_text()
+    assert "seed-0 nets" in readme and "One training per net" in loc_page
+    # The localisation page's training table: each localisation run, with what stopped it.
+    for run in tables.TABLE8_RUNS:
+        row = next(line for line in loc_page.splitlines() if line.startswith(f"| loc_{run} "))
+        assert ("epoch cap" if run == "PCR-all_256" else "plateau") in row, row
     assert "report: wrote" in capsys.readouterr().out
     # Table 8 is the share of saved boxes off the true box; Table 9 the share of saved misses.
     loc = synthetic / "preds" / "loc"
