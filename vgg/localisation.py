@@ -107,7 +107,8 @@ def boxes_to_crop(boxes, height, width, sizes, top, left, flip, crop):
 def crops_meeting_boxes(boxes, height, width, sizes, top, left, crop):
     """(top, left) moved as little as needed for each crop to hold at least a pixel of its object: a
     crop that misses the object has no box to regress (App. A.1 trains on windows of the object), so
-    it is redrawn at the nearest position that overlaps the box (integer steps, inside the image)."""
+    it is moved, not redrawn, to the nearest position that overlaps the box (integer steps, inside the
+    image): one draw per image, the crop distribution changed only for the misses."""
     boxes = boxes.double()
     sy, sx = sizes[:, 0].double() / height, sizes[:, 1].double() / width
     x0, y0, x1, y1 = boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy
