@@ -56,6 +56,10 @@ def main(argv=None):
     unconverged = sum(v for k, v in metrics.items() if k.endswith(".unconverged"))
     if unconverged:
         print(f"transfer: {args.task}: {unconverged} SVM fit(s) stopped at max_iter without converging")
+    if metric == "map":
+        searches = preds["C_search"].values()
+        print(f"transfer: {args.task}: {sum(map(len, searches))} of {len(searches) * len(settings[grid])} "
+              f"C candidates scored (each search ends where validation falls: vgg.transfer.search_C)")
     chosen = [c for cs in preds["C"].values() for c in (cs if isinstance(cs, list) else [cs])]
     for edge in sorted({min(settings[grid]), max(settings[grid])} & set(chosen)):
         print(f"transfer: {args.task}: C = {edge:g}, an end of transfer.{grid}, chosen {chosen.count(edge)} "

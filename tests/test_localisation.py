@@ -233,16 +233,17 @@ def test_imagefolder_boxes_from_ilsvrc_xml_feed_training_and_dense_localisation(
     assert crops.shape == (len(boxed), 4)
 
 
-def test_batched_merging_equals_greedy_merge_on_the_same_candidates():
-    # Clusters of jittered boxes with ties in scores and in IoU: the batched merge picks the same
-    # pair at every step, so its best box equals greedy_merge's, bit for bit.
-    g = torch.Generator().manual_seed(0)
-    sets, count = 64, 30
-    centres = torch.randint(0, 40, (sets, 3, 2), generator=g).double()
-    which = torch.randint(0, 3, (sets, count), generator=g)
+@pytest.mark.parametrize("sets, count, clusters, spread", [(64, 30, 3, 2), (24, 65, 2, 1), (24, 65, 5, 3)])
+def test_batched_merging_equals_greedy_merge_on_the_same_candidates(sets, count, clusters, spread):
+    # Clusters of jittered boxes with ties in scores and in IoU (integer coordinates; 65 candidates
+    # as the fusion row's): the batched merge picks the same pair at every step, so its best box
+    # equals greedy_merge's, bit for bit.
+    g = torch.Generator().manual_seed(count + clusters)
+    centres = torch.randint(0, 40, (sets, clusters, 2), generator=g).double()
+    which = torch.randint(0, clusters, (sets, count), generator=g)
     centre = centres[torch.arange(sets)[:, None], which]
     size = torch.randint(6, 14, (sets, count, 1), generator=g).double()
-    jitter = torch.randint(-2, 3, (sets, count, 2), generator=g).double()
+    jitter = torch.randint(-spread, spread + 1, (sets, count, 2), generator=g).double()
     boxes = torch.cat([centre + jitter, centre + jitter + size], -1)
     scores = torch.randint(1, 5, (sets, count), generator=g).double() / 10
     boxes[0, 1] = boxes[0, 0]  # an exact duplicate

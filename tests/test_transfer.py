@@ -266,6 +266,52 @@ def test_few_shot_svm_on_a_separable_set_recalls_every_class():
     assert transfer.mean_class_recall(y[test], svm.predict(x[test])) == 100.0
 
 
+def test_search_C_scores_in_increasing_order_and_stops_at_the_first_fall():
+    curve = {0.1: 40.0, 1.0: 50.0, 10.0: 55.0, 100.0: 54.0, 1000.0: 60.0}
+    asked = []
+
+    def score(C):
+        asked.append(C)
+        return curve[C]
+
+    C, tried = transfer.search_C([1000.0, 1.0, 0.1, 100.0, 10.0], score)
+    assert (C, asked) == (10.0, [0.1, 1.0, 10.0, 100.0])  # 1000 never fitted, though it would score best
+    assert tried == [(C, curve[C]) for C in asked]
+    # A tie neither wins nor ends the search: the first best stays, a later rise still counts.
+    assert transfer.search_C([1, 2, 3, 4], {1: 5.0, 2: 5.0, 3: 6.0, 4: 1.0}.get)[0] == 3
+    assert transfer.search_C([1, 2, 3], {1: 5.0, 2: 5.0, 3: 5.0}.get) == (1, [(1, 5.0), (2, 5.0), (3, 5.0)])
+    # A score still rising at the top of the grid: every C scored, the top one chosen.
+    assert transfer.search_C([1, 2, 3], {1: 1.0, 2: 2.0, 3: 3.0}.get)[0] == 3
+
+
+def test_few_shot_search_scores_the_whole_grid_by_cross_validated_recall():
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x, y = separable(90, 3, dim=12, seed=4, multi_label=False)
+    x = x + 0.25 * np.random.default_rng(5).normal(size=x.shape)  # noisy enough for C to matter
+    Cs = [0.01, 0.1, 1.0, 10.0, 100.0]
+    tried = []
+    _, C = transfer.train_few_shot(x, y, Cs, folds=3, seed=0, tried=tried)
+    assert [c for c, _ in tried] == Cs
+    scores = [v for _, v in tried]
+    assert C == Cs[int(np.argmax(scores))] and len(set(np.round(scores, 6))) > 1
+    # The second C's score is its mean class recall over the same 3 stratified folds.
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    assert scores[1] == pytest.approx(cross_val_score(transfer._svm(0.1, 0), x, y, scoring="balanced_accuracy",
+                                                      cv=cv).mean())
+
+
+def test_scene_search_records_each_C_tried_and_its_validation_map():
+    x, y = separable(160, 4, dim=12, seed=2)
+    x = x + 0.3 * np.random.default_rng(3).normal(size=x.shape)
+    tried = []
+    svms, C = transfer.train_svms(x[:80], y[:80], x[80:120], y[80:120], [0.001, 0.01, 0.1, 1.0, 10.0], seed=0,
+                                  tried=tried)
+    assert C == max(tried, key=lambda t: t[1])[0]
+    first = transfer.OneVsRestClassifier(transfer._svm(tried[0][0], 0)).fit(x[:80], y[:80])
+    assert tried[0][1] == pytest.approx(transfer.fast_mean_average_precision(y[80:120], first.decision_function(x[80:120])))
+
+
 # ---------------------------------------------------------------- full-scale readers
 
 def write_voc(root, annotations, sets):

@@ -326,32 +326,52 @@ def best_merged_boxes(boxes, scores, merge_iou):
     """greedy_merge for B candidate sets at once (B x L x 4 boxes, B x L scores; the same L): the best
     merged box of each (B x 4). Every set takes its next merge in the same step, so a step is a few
     tensor operations over all of them (the merging of one set is inherently sequential). Equal to
-    greedy_merge's first box (tests/test_localisation.py); float64 throughout, as there."""
+    greedy_merge's first box (tests/test_localisation.py); float64 throughout, as there.
+
+    Each row of the IoU matrices keeps its maximum and where it is (the first column), so a step
+    finds every set's most overlapping pair in O(B L), not O(B L^2): after merging j into i only row
+    i, and the rows whose maximum sat in column i or j, are searched again; any other row's maximum
+    can only be beaten (or tied from the left) by its new overlap with i."""
     b, s = boxes.double().clone(), scores.double().clone()
     sets, count = s.shape
     n = torch.ones_like(s)
     alive = torch.ones(sets, count, dtype=torch.bool)
     iou = _batch_iou(b, b)
     iou[:, torch.arange(count), torch.arange(count)] = -1
-    rows = torch.arange(sets)
+    row_max, row_arg = iou.max(2)  # the first maximum of each row
+    minus_one = torch.tensor(-1.0, dtype=torch.float64)
     while True:
-        flat = iou.view(sets, -1).argmax(1)  # the first maximum, as np.argmax
-        best = iou.view(sets, -1).gather(1, flat[:, None])[:, 0]
+        # The first maximum of the flattened matrix, as np.argmax: the first row holding the
+        # largest value, at that row's first column holding it.
+        best, i = row_max.max(1)
         active = (best > merge_iou).nonzero().flatten()
         if len(active) == 0:
             break
-        k, i, j = rows[active], flat[active] // count, flat[active] % count
+        k, i = active, i[active]
+        j = row_arg[k, i]
         ni, nj = n[k, i], n[k, j]
         b[k, i] = (b[k, i] * ni[:, None] + b[k, j] * nj[:, None]) / (ni + nj)[:, None]
         s[k, i], n[k, i], alive[k, j] = s[k, i] + s[k, j], ni + nj, False
         iou[k, j, :] = -1
         iou[k, :, j] = -1
-        row = torch.where(alive[k], _batch_iou(b[k, i][:, None], b[k])[:, 0], torch.tensor(-1.0, dtype=torch.float64))
+        row = torch.where(alive[k], _batch_iou(b[k, i][:, None], b[k])[:, 0], minus_one)
         row[torch.arange(len(k)), i] = -1
         iou[k, i, :] = row
         iou[k, :, i] = row
+        # Row maxima: rows i and j, and rows whose maximum was in column i or j, searched again; the
+        # others compare their maximum with their new overlap with i (a tie goes to the first column).
+        old_max, old_arg = row_max[k], row_arg[k]
+        stale = (old_arg == i[:, None]) | (old_arg == j[:, None])
+        stale[torch.arange(len(k)), i] = True
+        stale[torch.arange(len(k)), j] = True
+        wins = (row > old_max) | ((row == old_max) & (i[:, None] < old_arg))
+        old_max = torch.where(wins, row, old_max)
+        old_arg = torch.where(wins, i[:, None].expand_as(old_arg), old_arg)
+        kk, rr = stale.nonzero(as_tuple=True)
+        old_max[kk, rr], old_arg[kk, rr] = iou[k[kk], rr].max(1)
+        row_max[k], row_arg[k] = old_max, old_arg
     best = torch.where(alive, s, torch.tensor(-torch.inf, dtype=torch.float64)).argmax(1)  # first of equals
-    return b[rows, best]
+    return b[torch.arange(sets), best]
 
 
 def row_posteriors(posteriors, parts):

@@ -225,21 +225,47 @@ def fast_mean_average_precision(y_true, scores):
     return 100.0 * float(ap.mean())
 
 
-def train_svms(train_x, train_y, val_x, val_y, Cs, seed, failures=None):
+def search_C(Cs, score):
+    """(best C, [(C, score)] in the order tried): the candidates in increasing order, each scored
+    by `score(C)` (validation, never test), the first best kept on a tie; the search ends at the
+    first C that scores below the best so far.
+
+    Why it may end early: the score over C rises while the SVM is over-regularised and falls once it
+    fits noise, so after the first fall larger Cs are not expected to recover; and they are the
+    costly fits (liblinear's primal Newton needs more iterations as C grows: the D&E stacked digit
+    scenes took 0.9, 1.5, 2.4, 4.2, 8.6, 18.5 s at C = 0.01 ... 1000 on an Intel Xeon with AMX,
+    their validation mAP peaking at C = 10). A grid that still improves at its top is reported by
+    the stage as a C at the grid's edge. Used for the scene SVMs, whose validation mAP over 1,000
+    scenes rose to one peak and fell in all 18 searches of 2026-12-02 (the predictions' `C_search`);
+    the few-shot search scores the whole grid (train_few_shot)."""
+    tried, best = [], None
+    for C in sorted(Cs):
+        value = score(C)
+        tried.append((C, value))
+        if best is None or value > best[1]:
+            best = (C, value)
+        elif value < best[1]:
+            break
+    return best[0], tried
+
+
+def train_svms(train_x, train_y, val_x, val_y, Cs, seed, failures=None, tried=None):
     """(one-vs-rest linear SVMs, C) for multi-label N x C 0/1 targets (App. B, VOC protocol).
 
-    C is the one of `Cs` with the best validation mAP (the first on a tie); the SVMs are then
-    retrained on train + val with it. Unconverged fits are counted in `failures` (_fit).
+    C is the one of `Cs` with the best validation mAP, searched as `search_C` (the first best on a
+    tie); the SVMs are then retrained on train + val with it. Unconverged fits are counted in
+    `failures` (_fit); `tried`, a list, receives the (C, validation mAP) pairs searched.
     """
-    best = None
-    for C in Cs:
+    def validation_map(C):
         svms = _fit(OneVsRestClassifier(_svm(C, seed), n_jobs=-1), train_x, train_y, failures)
-        score = fast_mean_average_precision(val_y, svms.decision_function(np.asarray(val_x)))
-        if best is None or score > best[0]:
-            best = (score, C)
+        return fast_mean_average_precision(val_y, svms.decision_function(np.asarray(val_x)))
+
+    C, searched = search_C(Cs, validation_map)
+    if tried is not None:
+        tried += searched
     x = np.concatenate([np.asarray(train_x), np.asarray(val_x)])
     y = np.concatenate([np.asarray(train_y), np.asarray(val_y)])
-    return _fit(OneVsRestClassifier(_svm(best[1], seed), n_jobs=-1), x, y, failures), best[1]
+    return _fit(OneVsRestClassifier(_svm(C, seed), n_jobs=-1), x, y, failures), C
 
 
 def _fit(estimator, x, y, failures=None):
@@ -275,13 +301,22 @@ def few_shot_splits(labels, per_class, splits, seed):
     return out
 
 
-def train_few_shot(train_x, train_y, Cs, folds, seed, failures=None):
+def train_few_shot(train_x, train_y, Cs, folds, seed, failures=None, tried=None):
     """(multi-class one-vs-rest linear SVM, C): C chosen by `folds`-fold stratified cross-validation
-    of mean class recall on the training images only, then refitted on all of them."""
+    of mean class recall on the training images only, then refitted on all of them; `tried`
+    receives every (C, cross-validated recall).
+
+    The whole grid, not `search_C`'s early end: cross-validation on 30 images a class gives
+    quantised scores with ties and dips, and the fold means of a tie can differ in the last bit
+    (garment few-shot, 2026-12-02: ended at the first fall, 2 of 27 searches stopped at C = 0.1, the
+    grid's lower edge, on such a tie, where the whole grid chose a larger C; the digits' 27 agreed)."""
     folds = max(2, min(folds, int(np.bincount(np.asarray(train_y)).min())))
     search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, scoring="balanced_accuracy", n_jobs=-1,
                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     _fit(search, train_x, train_y, failures)
+    if tried is not None:
+        tried += [(params["C"], float(score)) for params, score in
+                  zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])]
     return search.best_estimator_, search.best_params_["C"]
 
 
@@ -340,12 +375,13 @@ def classify_scenes(descriptors, labels, splits, Cs, seed, task="scenes"):
     the bootstrap)."""
     labels = np.asarray(labels)
     train, val, test = (np.asarray(splits[s]) for s in SCENE_SPLITS)
-    metrics, scores, chosen, aps = {}, {}, {}, {}
+    metrics, scores, chosen, aps, searches = {}, {}, {}, {}, {}
     for (net, variant), x in descriptors.items():
         x = x.numpy()
-        failures = []
-        svms, C = train_svms(x[train], labels[train], x[val], labels[val], Cs, seed, failures)
+        failures, tried = [], []
+        svms, C = train_svms(x[train], labels[train], x[val], labels[val], Cs, seed, failures, tried)
         key = f"{net}.{variant}"
+        searches[key] = tried
         scores[key] = torch.from_numpy(svms.decision_function(x[test])).float()
         mean_ap, aps[key] = mean_average_precision(labels[test], scores[key].numpy())
         chosen[key] = C
@@ -353,7 +389,7 @@ def classify_scenes(descriptors, labels, splits, Cs, seed, task="scenes"):
         metrics[f"{task}.{key}.C"] = C
         metrics[f"{task}.{key}.unconverged"] = len(failures)
     record = {"task": task, "labels": torch.from_numpy(labels[test]), "index": torch.from_numpy(test),
-              "scores": scores, "C": chosen, "ap": aps}
+              "scores": scores, "C": chosen, "C_search": searches, "ap": aps}
     return metrics, record
 
 
@@ -365,15 +401,17 @@ def classify_few_shot(descriptors, labels, per_class, splits, Cs, folds, seed, t
     record)."""
     labels = np.asarray(labels)
     index = few_shot_splits(labels, per_class, splits, seed)
-    metrics, tables, chosen = {}, {}, {}
+    metrics, tables, chosen, searches = {}, {}, {}, {}
     for (net, variant), x in descriptors.items():
         x = x.numpy()
-        predictions, Cs_used, failures = [], [], []
+        predictions, Cs_used, failures, tried = [], [], [], []
         for train, test in index:
-            svm, C = train_few_shot(x[train], labels[train], Cs, folds, seed, failures)
+            tried.append([])
+            svm, C = train_few_shot(x[train], labels[train], Cs, folds, seed, failures, tried[-1])
             predictions.append(svm.predict(x[test]))
             Cs_used.append(C)
         key = f"{net}.{variant}"
+        searches[key] = tried
         tables[key] = torch.from_numpy(split_table(len(labels), index, predictions))
         recalls = split_recalls(labels, tables[key].numpy())
         chosen[key] = Cs_used
@@ -382,7 +420,7 @@ def classify_few_shot(descriptors, labels, per_class, splits, Cs, folds, seed, t
         metrics[f"{task}.{key}.unconverged"] = len(failures)
     record = {"task": task, "labels": torch.from_numpy(labels),
               "splits": [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in index],
-              "predictions": tables, "C": chosen}
+              "predictions": tables, "C": chosen, "C_search": searches}
     return metrics, record
 
 
