@@ -444,6 +444,7 @@ def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(
     summary = tables.training_summary(tables.load_curves(logs, tables.seed_runs(RUNS, SEEDS)), logs)
     assert len(summary) == len(RUNS) * len(SEEDS) and list(summary["seed"].unique()) == SEEDS
     assert (summary["lr drops"] == 2).all()  # 0.01, 0.01, 0.001, 0.0001
+    assert (summary["initial lr"] == 0.01).all()
     assert (summary["stopped by"] == "plateau").all()
     assert (summary["final train top-1 err"] == 20.0).all()  # 100 - (50 + 10 * 3)
     row = summary[(summary["run"] == RUNS[1]) & (summary["seed"] == 1)].iloc[0]
