@@ -74,12 +74,12 @@ def write_preds(root):
                             "scales": scales, "posteriors": posteriors, "labels": labels.clone()}, path)
 
 
-def write_log(run_dir, i, seed=0, stopped_by="plateau"):
+def write_log(run_dir, i, seed=0, stopped_by="plateau", lr=0.01):
     metrics = run_dir / "plots" / "metrics"
     metrics.mkdir(parents=True)
     steps = np.arange(4)
     for name, values in (("val_top1_err", 40 - 5 * steps - i - seed), ("train_loss", 2.0 / (steps + 1)),
-                         ("train_top1", 50 + 10 * steps), ("lr", [0.01, 0.01, 0.001, 0.0001])):
+                         ("train_top1", 50 + 10 * steps), ("lr", [lr, lr, lr / 10, lr / 100])):
         pd.DataFrame({"step": steps, name: values}).to_csv(metrics / f"{name}.tsv", sep="\t", index=False)
     (run_dir / "metrics.json").write_text(json.dumps(
         {"step": 3, "val_top1_err": 25.0 - i, "wall_seconds": 10.0 + i, "stopped_by": stopped_by}))
@@ -88,9 +88,9 @@ def write_log(run_dir, i, seed=0, stopped_by="plateau"):
 def write_logs(root):
     for seed in SEEDS:
         for i, run in enumerate(RUNS):
-            write_log(root / f"seed{seed}" / run, i, seed)
+            write_log(root / f"seed{seed}" / run, i, seed, lr=0.01 if run.endswith("_256") else 0.001)  # fine-tunes
     for i, run in enumerate(tables.TABLE8_RUNS):  # train_loc's logs/loc_<setting>/ (seed-0 nets)
-        write_log(root / f"loc_{run}", i, stopped_by="epoch cap" if run == "PCR-all_256" else "plateau")
+        write_log(root / f"loc_{run}", i, stopped_by="epoch cap" if run == "PCR-all_256" else "plateau", lr=0.03)
 
 
 def write_test_split(path):
@@ -407,6 +407,9 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     for name in names - {"README.md"}:
         assert f"({name})" in readme, name
     assert "fashion_mnist" in readme and "1x test CPU" in readme and "| pixels" in readme
+    # The training table writes a fine-tune's lr as it is, not rounded to 0.00 with the errors.
+    assert "|        0.001 |" in readme and "|         0.00 |" not in readme
+    assert "lr 0.03 (`localisation.lr`" in (reports / "localisation.md").read_text()
     table3 = (reports / "table3.md").read_text()
     assert "256-512" in table3 and "| D " in table3
     flat = json.loads((tmp_path / "metrics" / "tables.json").read_text())
@@ -443,8 +446,8 @@ def test_training_summary_counts_the_plateau_drops_and_the_final_training_error(
     logs = synthetic / "logs"
     summary = tables.training_summary(tables.load_curves(logs, tables.seed_runs(RUNS, SEEDS)), logs)
     assert len(summary) == len(RUNS) * len(SEEDS) and list(summary["seed"].unique()) == SEEDS
-    assert (summary["lr drops"] == 2).all()  # 0.01, 0.01, 0.001, 0.0001
-    assert (summary["initial lr"] == 0.01).all()
+    assert (summary["lr drops"] == 2).all()  # lr, lr, lr / 10, lr / 100
+    assert summary["initial lr"].tolist() == [0.01 if run.endswith("_256") else 0.001 for run in summary["run"]]
     assert (summary["stopped by"] == "plateau").all()
     assert (summary["final train top-1 err"] == 20.0).all()  # 100 - (50 + 10 * 3)
     row = summary[(summary["run"] == RUNS[1]) & (summary["seed"] == 1)].iloc[0]

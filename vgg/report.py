@@ -58,6 +58,13 @@ def markdown(frame, index=False, **tabulate_options):
     return frame.to_markdown(index=index, **tabulate_options) + "\n"
 
 
+def training_markdown(training, columns=None):
+    """A training_summary as markdown: errors to 2 decimals, the learning rate as written (0.001,
+    not the 0.00 a fixed 2 decimals would print)."""
+    formats = ["g" if column == "initial lr" else ".2f" for column in training.columns]
+    return markdown(training.rename(columns=columns or {}), floatfmt=formats)
+
+
 TABLE_TITLES = {
     "table3": "Table 3: ConvNet performance at a single test scale",
     "table4": "Table 4: ConvNet performance at multiple test scales",
@@ -161,7 +168,7 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         "![top-1 error against depth](error_vs_depth.png)", "",
         "![top-1 error against test scale Q](error_vs_test_scale.png)", "",
         "## Training", "",
-        markdown(training, floatfmt=".2f"),
+        training_markdown(training),
     ]
     return "\n".join(lines)
 
@@ -240,7 +247,7 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
                   "the centre crop's true-class box against the image's box; the training error is that of the "
                   "augmented training crops (random position, flip, colour shift), where objects are often "
                   "cut by the crop's edge.", "",
-                  markdown(training.rename(columns=LOC_TRAINING_COLUMNS), floatfmt=".2f")]
+                  training_markdown(training, LOC_TRAINING_COLUMNS)]
     if figure:
         lines += ["", "## Samples", "", "True boxes in orange, the fusion row's top-1 box in cyan "
                   "(class guessed above each image):", "", "![localisation samples](localisation_samples.png)"]
