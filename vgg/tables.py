@@ -549,9 +549,9 @@ def seed_runs(runs, seeds):
 
 
 def training_summary(curves, logs):
-    """Per run (and seed): epochs, the initial learning rate and the drops the plateau rule made (§3.1), what stopped it (the
-    plateau rule or the epoch cap), final training and validation top-1 error, best validation error,
-    wall time (from DVCLive's summary)."""
+    """Per run (and seed): epochs, the initial learning rate and the drops the plateau rule made (§3.1),
+    what stopped it (the plateau rule or the epoch cap), final training and validation top-1 error,
+    best validation error, wall time (from DVCLive's summary)."""
     rows = []
     for key, c in curves.items():
         summary = io.read_json(Path(logs) / key / "metrics.json", "training summary")
@@ -559,7 +559,8 @@ def training_summary(curves, logs):
         train_top1 = load_curves(logs, [key], "train_top1")[key]["train_top1"]
         run, seed = split_run(key)
         rows.append({"run": run, **({} if seed is None else {"seed": seed}), "epochs": len(c),
-                     "initial lr": float(lr.iloc[0]), "lr drops": int((lr.diff() < 0).sum()), "stopped by": summary.get("stopped_by", ""),
+                     "initial lr": float(lr.iloc[0]), "lr drops": int((lr.diff() < 0).sum()),
+                     "stopped by": summary.get("stopped_by", ""),
                      "final train top-1 err": 100.0 - train_top1.iloc[-1],
                      "final val top-1 err": c["val_top1_err"].iloc[-1],
                      "best val top-1 err": c["val_top1_err"].min(),
