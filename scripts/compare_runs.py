@@ -1,4 +1,5 @@
-"""Tables 3-6 (top-1 error) and the claims of several runs side by side, as markdown.
+"""Tables 3-6 (top-1 error) and the claims of several runs side by side, as markdown; then, where
+the runs have them, the appendices' Tables 8, 9, 11 and their claims.
 
     python -m scripts.compare_runs default=HEAD plain=<exp-or-commit> [...] > docs/runs_compared.md
 
@@ -20,6 +21,16 @@ PAPER = "top-1 val err (paper)"
 OURS = "top-1 err (ours)"
 SD = "± top-1 sd (ours)"  # runs with seeds (vgg.tables)
 AGREE = "seeds agreeing in sign"
+# The appendices (seed-0 nets): per table, the columns naming a row and the values compared; then
+# their claims. Runs made before a file existed simply lack it.
+APPENDIX_TABLES = {
+    "table8": ("Table 8: localisation error (%)", ["setting"], {"ours: loc. error (%)": "error"}),
+    "table9": ("Table 9: dense localisation error (%)", ["S / Q"],
+               {"ours: top-1 loc. error (%)": "top-1", "ours: top-5 loc. error (%)": "top-5"}),
+    "table11": ("Table 11: transfer", ["method", "aggregation", "source"],
+                {"scene mAP (ours)": "scene mAP", "few-shot recall (ours)": "few-shot recall"}),
+}
+APPENDIX_CLAIMS = {"claims_localisation": "Localisation claims (App. A)", "claims_transfer": "Transfer claims (App. B)"}
 
 
 def resolve(rev):
@@ -36,12 +47,15 @@ def resolve(rev):
     return ref[0]
 
 
-def read_csv(rev, path, **kwargs):
-    """A run's CSV, or None where a directory run lacks it (a part of the tables: --part s256)."""
+def read_csv(rev, path, optional=False, **kwargs):
+    """A run's CSV, or None where a directory run lacks it (a part of the tables: --part s256), or
+    where an `optional` file is not in the revision."""
     if isinstance(rev, Path):
         return pd.read_csv(rev / Path(path).name, **kwargs) if (rev / Path(path).name).is_file() else None
     text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if text.returncode != 0:
+        if optional:
+            return None
         sys.exit(f"error: {rev}:{path}: not found")
     return pd.read_csv(io.StringIO(text.stdout), **kwargs)
 
@@ -52,6 +66,54 @@ def verdict_changes(first, other):
     a, b = first.loc[both, "verdict"], other.loc[both, "verdict"]
     flips = ((a == "reproduced") & (b == "contradicted")) | ((a == "contradicted") & (b == "reproduced"))
     return len(both), int((a != b).sum()), int(flips.sum())
+
+
+def claim_cells(claims):
+    """'verdict ours [CI low, CI high]' per claim (+ the seeds agreeing in sign, where the run has seeds)."""
+    ours = next(c for c in claims.columns if c.startswith("ours:"))
+    agree = claims[AGREE] if AGREE in claims else pd.Series("", index=claims.index)
+    return ["" if pd.isna(v) else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (f" {a}" if isinstance(a, str) else "")
+            for v, d, lo, hi, a in zip(claims["verdict"], claims[ours], claims["CI low"], claims["CI high"], agree)]
+
+
+def differing_verdicts(claims):
+    """One line per run after the first: how many of its verdicts differ from the first run's."""
+    (base, first), *others = claims.items()
+    lines = []
+    for run, c in others:
+        n, differ, flips = verdict_changes(first, c)
+        lines.append(f"- {run} against {base}: {differ} of {n} verdicts differ, {flips} between reproduced and "
+                     "contradicted.")
+    return lines
+
+
+def appendices(runs):
+    """Markdown lines: Tables 8, 9, 11 and the appendices' claims of the runs that have them."""
+    out = []
+    for name, (title, keys, values) in APPENDIX_TABLES.items():
+        frames = {run: frame.set_index("key") for run, rev in runs.items()
+                  if (frame := read_csv(rev, f"reports/{name}.csv", optional=True)) is not None}
+        if not frames:
+            continue
+        first = max(frames.values(), key=len)
+        table = first[keys].copy()
+        for run, frame in frames.items():
+            for column, short in values.items():
+                table[f"{run} {short}"] = frame[column].reindex(first.index).values
+        table = table[table.iloc[:, len(keys):].notna().any(axis=1)]  # Table 11's paper-only rows
+        out += [f"## {title}", "", table.to_markdown(index=False, floatfmt=".2f"), ""]
+    for name, title in APPENDIX_CLAIMS.items():
+        claims = {run: c for run, rev in runs.items()
+                  if (c := read_csv(rev, f"reports/{name}.csv", optional=True, index_col="key")) is not None}
+        if not claims:
+            continue
+        first = max(claims.values(), key=len)
+        table = pd.DataFrame({"claim": first["claim"]})
+        for run, c in claims.items():
+            table[run] = claim_cells(c.reindex(first.index))
+        out += [f"## {title}: verdict, difference in points [95% CI]", "", table.to_markdown(index=False), "",
+                *differing_verdicts(claims), ""]
+    return out
 
 
 def compare(runs):
@@ -73,26 +135,20 @@ def compare(runs):
                 table[f"{run} sd"] = frame[SD].reindex(first.index).values
         out += [f"## {name[:5].capitalize()} {name[5:]}: top-1 error (%)", "",
                 table.to_markdown(index=False, floatfmt=".2f"), ""]
-    claims = {run: read_csv(rev, "reports/claims.csv", index_col="key") for run, rev in runs.items()}
-    first = max(claims.values(), key=len)
-    table = pd.DataFrame({"claim": first["claim"]})
-    for run, c in claims.items():
-        c = c.reindex(first.index)
-        agree = c[AGREE] if AGREE in c else pd.Series("", index=c.index)
-        table[run] = ["" if pd.isna(v) else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (f" {a}" if isinstance(a, str) else "")
-                      for v, d, lo, hi, a in zip(c["verdict"], c["ours: err(Y) - err(X)"], c["CI low"],
-                                                 c["CI high"], agree)]
-    counts = {run: c["verdict"].value_counts() for run, c in claims.items()}
-    out += ["## Claims: verdict, err(Y) - err(X) in points [95% CI], seeds agreeing in sign", "",
-            table.to_markdown(index=False), "",
-            "; ".join(f"{run}: " + ", ".join(f"{counts[run].get(v, 0)} {v}" for v in
-                                             ("reproduced", "contradicted", "inconclusive")) for run in runs), ""]
-    base, base_claims = next(iter(claims.items()))
-    for run, c in list(claims.items())[1:]:
-        n, differ, flips = verdict_changes(base_claims, c)
-        out.append(f"- {run} against {base}: {differ} of {n} verdicts differ, {flips} between reproduced and "
-                   "contradicted.")
-    return "\n".join(out) + "\n"
+    claims = {run: c for run, rev in runs.items()
+              if (c := read_csv(rev, "reports/claims.csv", index_col="key")) is not None}
+    if claims:  # a directory of appendix CSVs only has none
+        first = max(claims.values(), key=len)
+        table = pd.DataFrame({"claim": first["claim"]})
+        for run, c in claims.items():
+            table[run] = claim_cells(c.reindex(first.index))
+        counts = {run: c["verdict"].value_counts() for run, c in claims.items()}
+        out += ["## Claims: verdict, err(Y) - err(X) in points [95% CI], seeds agreeing in sign", "",
+                table.to_markdown(index=False), "",
+                "; ".join(f"{run}: " + ", ".join(f"{counts[run].get(v, 0)} {v}" for v in
+                                                 ("reproduced", "contradicted", "inconclusive")) for run in claims),
+                "", *differing_verdicts(claims)]
+    return "\n".join(out + ["", *appendices(runs)]).rstrip("\n") + "\n"
 
 
 def main(argv=None):

@@ -58,7 +58,8 @@ def test_a_directory_of_csvs_is_a_run(repo):
     # As scripts/classification_claims.py writes them: the changed commit's CSVs in a plain directory.
     directory = repo / "runs" / "changed"
     directory.mkdir(parents=True)
-    for name in ("table3", "table4", "table5", "table6", "claims"):
+    for name in ("table3", "table4", "table5", "table6", "claims", *compare_runs.APPENDIX_TABLES,
+                 *compare_runs.APPENDIX_CLAIMS):
         shutil.copy(repo / "reports" / f"{name}.csv", directory)
     page = compare_runs.compare({"before": "HEAD~1", "after": compare_runs.resolve(str(directory))})
     assert "99.50" in page
@@ -83,3 +84,30 @@ def test_a_part_run_is_matched_by_row_and_claim_keys_and_verdict_changes_are_cou
     assert row.count("99.50") == 2  # the same row of both runs, though the part lists its rows reversed
     flips = int(claims.iloc[2]["verdict"] != "inconclusive")
     assert f"- part against full: 1 of 2 verdicts differ, {flips} between reproduced and contradicted." in page
+
+
+def test_the_appendices_side_by_side(repo):
+    # Another run's appendix CSVs (an fp32 run, say): one Table 8 value and one localisation verdict
+    # changed; Table 11's paper-only rows (no value of ours) are left out.
+    directory = repo / "runs" / "other"
+    directory.mkdir(parents=True)
+    for name in (*compare_runs.APPENDIX_TABLES, "claims_transfer"):
+        shutil.copy(repo / "reports" / f"{name}.csv", directory)
+    table8 = pd.read_csv(repo / "reports" / "table8.csv")
+    table8.loc[0, "ours: loc. error (%)"] = 77.125
+    table8.to_csv(directory / "table8.csv", index=False)
+    claims = pd.read_csv(repo / "reports" / "claims_localisation.csv", index_col="key")
+    flipped = {"reproduced": "contradicted", "contradicted": "reproduced", "inconclusive": "reproduced"}
+    was = claims.iloc[0]["verdict"]
+    claims.iloc[0, claims.columns.get_loc("verdict")] = flipped[was]
+    claims.to_csv(directory / "claims_localisation.csv")
+    page = compare_runs.compare({"default": "HEAD", "other": compare_runs.resolve(str(directory))})
+    row = next(line for line in page.splitlines() if line.startswith(f"| {table8.loc[0, 'setting']} "))
+    assert "77.12" in row and f"{pd.read_csv(repo / 'reports' / 'table8.csv').iloc[0, -1]:.2f}" in row
+    for title in ("Table 8", "Table 9", "Table 11", "Localisation claims", "Transfer claims"):
+        assert f"## {title}" in page
+    assert "| Zeiler & Fergus" not in page and "nan" not in page
+    flips = int(was != "inconclusive")  # inconclusive -> reproduced is a difference, not a flip
+    assert f"- other against default: 1 of {len(claims)} verdicts differ, {flips} between reproduced" in page
+    transfer = len(pd.read_csv(repo / "reports" / "claims_transfer.csv"))
+    assert f"- other against default: 0 of {transfer} verdicts differ" in page  # unchanged

@@ -275,13 +275,14 @@ def localisation_part(loc_preds, dense, test_split, settings, seed=0, training=N
         figures.localisation_samples(test_split, fused["classes"][:, 0], fused["boxes"][:, 0], path)
 
     files = {"table8.csv": tables.to_csv(table8), "table9.csv": tables.to_csv(table9),
+             "claims_localisation.csv": tables.to_csv(claims),
              "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
                                                   settings["bootstrap_samples"], len(dense["labels"]), has_figure,
                                                   seed, training)}
     if has_figure:
         files["localisation_samples.png"] = draw
-    line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv)"
-            + (", [samples](localisation_samples.png)" if has_figure else "")
+    line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv), "
+            "[claims csv](claims_localisation.csv)" + (", [samples](localisation_samples.png)" if has_figure else "")
             + f"): localisation (App. A, seed-{seed} nets), {len(claims)} claims: {_verdict_counts(claims)}")
     return files, tables.localisation_metrics(table8, table9, claims), line, claims
 
