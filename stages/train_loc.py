@@ -69,18 +69,27 @@ def main(argv=None):
         val_set = localisation.with_boxes(data.load_split(args.data / "val.pt"))
     except ValueError as exc:
         raise io.StageError(f"{args.data}: {exc}") from None
-    lr = hp.lr
+
+    def fit(lr, init):
+        classifier, record = init
+        fit_localisation_net(args, loc, dataclasses.replace(hp, lr=lr), classifier, record, stats, train_set,
+                             val_set)
+
+    # A retry reloads the classification net: the failed run changed the layers it shares with it.
+    fit_until_finite(fit, hp.lr, (classifier, record), lambda: models.load_model(args.init), args.init)
+
+
+def fit_until_finite(fit, lr, init, reload, source):
+    """fit(lr, init); where its loss turns non-finite, fit(lr / 10, reload()), at most
+    DIVERGENCE_RETRIES times; any other error, or the last divergence, is raised."""
     for attempt in range(DIVERGENCE_RETRIES + 1):
         try:
-            fit_localisation_net(args, loc, dataclasses.replace(hp, lr=lr), classifier, record, stats, train_set,
-                                 val_set)
-            return
+            return fit(lr, init)
         except io.StageError as exc:
             if not diverged(exc) or attempt == DIVERGENCE_RETRIES:
                 raise
-            print(f"train_loc: {exc}; training again from {args.init} at lr {lr / 10:g}", flush=True)
-            lr /= 10
-            classifier, record = models.load_model(args.init)  # the failed run changed shared layers
+            print(f"train_loc: {exc}; training again from {source} at lr {lr / 10:g}", flush=True)
+            lr, init = lr / 10, reload()
 
 
 def fit_localisation_net(args, loc, hp, classifier, record, stats, train_set, val_set):

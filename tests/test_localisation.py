@@ -268,3 +268,36 @@ def test_table9_fusion_row_ranks_classes_by_each_classification_net_once():
     assert plain.argmax(1).item() == 1 and got.argmax(1).item() == 0
     single = localisation.row_posteriors(posteriors, dict(ROWS)["384/352,384"])
     torch.testing.assert_close(single, p384[352])
+
+
+def test_a_diverging_localisation_net_is_trained_again_at_a_tenth_of_the_lr():
+    from stages import train_loc
+    from vgg.io import StageError
+
+    calls = []
+
+    def diverges_until(lr_ok):
+        def fit(lr, init):
+            calls.append((lr, init))
+            if lr > lr_ok:
+                raise StageError(f"PCR-fc_384: non-finite loss at epoch 1, step 10 (lr {lr:g}); last good ...")
+            return "trained"
+        return fit
+
+    reloads = iter(["reloaded 1", "reloaded 2"])
+    assert train_loc.fit_until_finite(diverges_until(0.005), 0.03, "net", lambda: next(reloads), "D.pt") == "trained"
+    assert [(round(lr, 6), init) for lr, init in calls] == [(0.03, "net"), (0.003, "reloaded 1")]
+
+    calls.clear()  # diverging every time: the last divergence is raised after DIVERGENCE_RETRIES retries
+    with pytest.raises(StageError, match="non-finite loss"):
+        train_loc.fit_until_finite(diverges_until(0.0), 0.03, "net", lambda: "again", "D.pt")
+    assert len(calls) == train_loc.DIVERGENCE_RETRIES + 1
+
+    def other_error(lr, init):  # any other error stops at once
+        calls.append(lr)
+        raise StageError("data/prepared: no boxes")
+
+    calls.clear()
+    with pytest.raises(StageError, match="no boxes"):
+        train_loc.fit_until_finite(other_error, 0.03, "net", lambda: "again", "D.pt")
+    assert calls == [0.03]
