@@ -122,7 +122,9 @@ def test_two_processes_match_one(tiny_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=3e-4, msg=key)
     ha = torch.load(one / "A.pt", weights_only=False)["history"]
     hb = torch.load(two / "A.pt", weights_only=False)["history"]
-    assert [h["val_top1"] for h in ha] == [h["val_top1"] for h in hb]
+    # The weights agree to rounding, which can still move a borderline validation image: on an AMD
+    # EPYC (2026-12-02) epoch 2 scored 17.19% against 15.63%, one of the 64 images. Two allowed.
+    assert [h["val_top1"] for h in hb] == pytest.approx([h["val_top1"] for h in ha], abs=2 * 100 / 64 + 1e-9)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
