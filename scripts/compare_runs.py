@@ -21,7 +21,7 @@ PAPER = "top-1 val err (paper)"
 OURS = "top-1 err (ours)"
 SD = "± top-1 sd (ours)"  # runs with seeds (vgg.tables)
 AGREE = "seeds agreeing in sign"
-# The appendices (seed-0 nets): per table, the columns naming a row and the values compared; then
+# The appendices: per table, the columns naming a row and the values compared; then
 # their claims. Runs made before a file existed simply lack it.
 APPENDIX_TABLES = {
     "table8": ("Table 8: localisation error (%)", ["setting"], {"ours: loc. error (%)": "error"}),

@@ -48,9 +48,10 @@ def stage_finish_times(lock, defined=None, start=None):
 
 
 def seed_of(name):
-    """The seed of a per-seed stage ('train_256@D-1', 'fuse_DE_dense@1'), else None (shared stages)."""
+    """The seed of a per-seed stage ('train_256@D-1', 'fuse_DE_dense@1', 'train_loc@PCR-all-384-1'), else
+    None (shared stages; transfer's `features_*@D` read the first seed's nets for every seed)."""
     match = re.search(r"@(?:.*-)?(\d+)$", name)
-    return int(match.group(1)) if match and not name.startswith(("train_loc", "evaluate_loc", "features_")) else None
+    return int(match.group(1)) if match and not name.startswith("features_") else None
 
 
 def part_of(name):

@@ -15,7 +15,7 @@ from vgg.transforms import pixels
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", required=True, type=Path, help="e.g. models/loc/PCR-all_256.pt")
+    parser.add_argument("--model", required=True, type=Path, help="e.g. models/seed0/loc/PCR-all_256.pt")
     parser.add_argument("--test", default="data/prepared/test.pt")
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True, type=Path)
@@ -36,7 +36,8 @@ def main(argv=None):
     boxes = localisation.centre_crop_boxes(model, test_set, labels, pixels(scale, model.crop), stats["mean"],
                                            record["regression"], loc["batch_size"], device)
     hits = localisation.iou_hits(boxes, true, loc["iou_threshold"])
-    io.atomic_save({"run": args.model.stem, "regression": record["regression"], "layers": record["layers"],
+    io.atomic_save({"run": args.model.stem, "replicate": record.get("replicate", 0),
+                    "regression": record["regression"], "layers": record["layers"],
                     "train_scale": record["train_scale"], "test_scale": scale, "boxes": boxes,
                     "true_boxes": true, "labels": labels, "hits": hits}, args.out)
     print(f"evaluate_loc: {args.model.stem}: localisation error {100 * (1 - hits.double().mean()):.2f}% "

@@ -15,9 +15,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--preds", default="preds", type=Path,
-                        help="holds seed<k>/<run>/<protocol>.pt and seed<k>/ensembles/<ensemble>.pt")
+                        help="holds seed<k>/<run>/<protocol>.pt, seed<k>/ensembles/<ensemble>.pt, "
+                             "seed<k>/loc/ (evaluate_loc's <setting>_<S>.pt, localise_dense's dense.pt)")
     parser.add_argument("--logs", default="logs", type=Path, help="holds seed<k>/<run>/plots/metrics/*.tsv")
-    parser.add_argument("--loc", default="preds/loc", type=Path, help="holds evaluate_loc's <run>.pt and dense.pt")
     parser.add_argument("--transfer-metrics", default="metrics", type=Path, help="holds transfer_<task>.json")
     parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
     parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
@@ -39,12 +39,15 @@ def main(argv=None):
     curves = tables.load_curves(args.logs, tables.seed_runs(settings["runs"], seeds))
     test_split = io.load(args.test, "prepared split")
     flat = tables.metrics(frames, claims)
-    loc_preds = {run: io.load(args.loc / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
-    dense = io.load(args.loc / "dense.pt", "dense localisation predictions")
-    loc_runs = [f"loc_{run}" for run in tables.TABLE8_RUNS]  # train_loc's logs/loc_<setting>/
+    # App. A: a localisation net per seed of localisation_seeds, from D of that seed (preds/seed<k>/loc/).
+    loc_dirs = {seed: tables.seed_dir(args.preds, seed) / "loc" for seed in tables.localisation_seeds(all_params, seeds)}
+    loc_preds = {seed: {run: io.load(d / f"{run}.pt", "localisation predictions") for run in tables.TABLE8_RUNS}
+                 for seed, d in loc_dirs.items()}
+    dense = {seed: io.load(d / "dense.pt", "dense localisation predictions") for seed, d in loc_dirs.items()}
+    loc_runs = tables.seed_runs([f"loc_{run}" for run in tables.TABLE8_RUNS], loc_dirs)  # logs/seed<k>/loc_<setting>/
     loc_training = tables.training_summary(tables.load_curves(args.logs, loc_runs), args.logs)
     loc_files, loc_flat, loc_line, loc_claims = report.localisation_part(loc_preds, dense, test_split, settings,
-                                                                         seeds[0], loc_training)
+                                                                         loc_training)
     transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
                       for task in transfer.TASKS}
     transfer_flat = {key: value for task in transfer.TASKS for key, value in
@@ -54,7 +57,7 @@ def main(argv=None):
     flat.update({**loc_flat, **t11_flat})
     n_images = results[0].by_seed1.shape[1]
 
-    forest = {"classification": claims, f"App. A (seed {seeds[0]})": loc_claims,
+    forest = {"classification": claims, "App. A": loc_claims,
               f"App. B (seed {seeds[0]})": t11_claims}
     files = {**report.classification_part(model, data, rows, reads, frames, claims, curves, test_split, settings,
                                           n_images, forest), **loc_files, **t11_files}

@@ -1,7 +1,9 @@
 """Stage `train_loc`: a localisation net (App. A.1) from the classification net D at the same S.
 
 The last FC layer regresses boxes (SCR: one box; PCR: one per class); fine-tunes all layers or
-only fc6-fc8, with the classification recipe's augmentation, the box carried along.
+only fc6-fc8, with the classification recipe's augmentation, the box carried along. Trained once
+per seed of `seeds`, from D of that seed, so Tables 8-9's verdicts see training-to-training
+variance as the classification claims do.
 """
 import argparse
 import dataclasses
@@ -21,6 +23,7 @@ from vgg.transforms import TestTransform, TrainTransform, pixels
 # an AMD EPYC (bf16) from that machine's seed-0 D_384 (2026-12-02). Nets that do not diverge are
 # trained exactly as before; the model file and the report's training table give the lr used.
 DIVERGENCE_RETRIES = 2
+SETTINGS = [f"{r}-{layers}" for r in localisation.REGRESSIONS for layers in localisation.LAYERS]
 
 
 def diverged(exc):
@@ -44,18 +47,27 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--regression", required=True, choices=localisation.REGRESSIONS)
-    parser.add_argument("--layers", required=True, choices=localisation.LAYERS)
-    parser.add_argument("--init", required=True, type=Path, help="classification net, e.g. models/D_256.pt")
+    parser.add_argument("--setting", required=True, choices=SETTINGS,
+                        help="<regression>-<fine-tuned layers>, e.g. PCR-all (Table 8's rows)")
+    parser.add_argument("--seed", type=int, default=0, help="training replicate (params `seeds`): offsets "
+                        "train.seed and localisation.seed by vgg.params.SEED_STRIDE x seed")
+    parser.add_argument("--init", required=True, type=Path, help="classification net, e.g. models/seed0/D_256.pt")
     parser.add_argument("--data", default="data/prepared", type=Path)
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--live-dir", required=True, type=Path)
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        raise io.StageError(f"--seed: {args.seed} must be >= 0")
+    args.regression, args.layers = args.setting.split("-")
 
     all_params = params.load_params(args.params)
+    # A replicate varies what a re-run varies (box layer init, data order, augmentation, dropout), as in
+    # stages/train.py; seed 0 is the params' own run.
     loc = params.section(all_params, "localisation")
+    loc = {**loc, "seed": params.replicate_seed(loc["seed"], args.seed)}
     hp = params.schedule(all_params, "localisation")
+    hp = dataclasses.replace(hp, seed=params.replicate_seed(hp.seed, args.seed))
     classifier, record = models.load_model(args.init)
     if "train_scale" not in record:
         raise io.StageError(f"{args.init}: no train_scale (not a trained model file)")
@@ -105,12 +117,13 @@ def fit_localisation_net(args, loc, hp, classifier, record, stats, train_set, va
     val_transform = TestTransform(pixels((hp.scale_min + hp.scale_max) / 2, crop), stats["mean"])
     kwargs = {**record["kwargs"], "num_classes": model.classifier[-1].out_features, "dropout": hp.dropout}
     settings = {"net": model.net, "schedule": "localisation", "hp": dataclasses.asdict(hp), "model": kwargs,
-                "regression": args.regression, "layers": args.layers, "localisation": loc, "init_file": str(args.init)}
+                "regression": args.regression, "layers": args.layers, "localisation": loc, "init_file": str(args.init),
+                "replicate": args.seed}
     inputs = [args.data / "train.pt", args.data / "val.pt", args.mean_rgb, args.init]
     task = localisation_task(args.regression, loc["iou_threshold"])
     fit_and_save(model, localisation.BoxTargets(train_set, train_transform), val_set, val_transform, hp, settings,
                  inputs, args.out, args.live_dir, kwargs, task=task, init_file=str(args.init),
-                 regression=args.regression, layers=args.layers, classes=num_classes)
+                 regression=args.regression, layers=args.layers, classes=num_classes, replicate=args.seed)
 
 
 if __name__ == "__main__":

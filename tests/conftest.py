@@ -10,6 +10,7 @@ def tiny_params(**overrides):
     """The repo's params.yaml shrunk to a few hundred real images and narrow nets."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["seeds"] = [0, 1]  # two trainings of every net: the seed dimension end to end, at two thirds the cost
+    params["localisation_seeds"] = [0, 1]  # App. A per seed too (the default trains the first seed's only)
     params["data"].update(train_limit=320, test_limit=64, val_size=64)
     params["model"].update(width=0.0625, fc_width=32)
     params["train"].update(epochs=1, batch_size=64)

@@ -171,7 +171,7 @@ def test_a_one_seed_run_reruns_only_the_report(repo):
     # the report (which reads `seeds`) runs; seed 1's stages leave the pipeline, none runs again.
     path, env, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
-    write_params(path / "params.yaml", {**params, "seeds": [SEEDS[0]]})
+    write_params(path / "params.yaml", {**params, "seeds": [SEEDS[0]], "localisation_seeds": [SEEDS[0]]})
     try:
         out = sh("dvc repro --dry", path, env).stdout
     finally:
@@ -243,17 +243,25 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
     metrics = json.loads((path / "metrics" / "tables.json").read_text())
     page = (path / "reports" / "localisation.md").read_text()
     assert "## Training" in page and "final val loc. error (%)" in page
-    # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently.
+    # Table 8's error is the share of saved centre-crop boxes with IoU <= 0.5, recomputed independently
+    # for each seed's net (a localisation net per seed, from D of that seed) and averaged over the seeds.
     for run in ["SCR-fc_256", "PCR-fc_256", "PCR-all_256", "SCR-fc_384", "PCR-fc_384", "PCR-all_384"]:
-        saved = torch.load(path / "preds" / "loc" / f"{run}.pt", weights_only=False)
-        err = 100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean()
-        assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(err), abs=1e-3), run
-        assert (path / "logs" / f"loc_{run}" / "metrics.json").is_file()
-        # The page's training table says how each localisation run ended (plateau or epoch cap).
-        summary = json.loads((path / "logs" / f"loc_{run}" / "metrics.json").read_text())
-        row = next(line for line in page.splitlines() if line.startswith(f"| loc_{run} "))
-        assert summary["stopped_by"] in row, row
-    dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
+        errs = []
+        for seed in SEEDS:
+            saved = torch.load(path / "preds" / f"seed{seed}" / "loc" / f"{run}.pt", weights_only=False)
+            assert saved["replicate"] == seed, (run, seed)
+            errs.append(100.0 * (paired_iou(saved["boxes"].double(), saved["true_boxes"].double()) <= 0.5).double().mean())
+            log = path / "logs" / f"seed{seed}" / f"loc_{run}" / "metrics.json"
+            # The page's training table says how each localisation run ended (plateau or epoch cap).
+            summary = json.loads(log.read_text())
+            row = next(line for line in page.splitlines() if line.startswith(f"| loc_{run} ")
+                       and line.split("|")[2].strip() == str(seed))
+            assert summary["stopped_by"] in row, row
+        assert metrics[f"loc.table8.{run}.err"] == pytest.approx(float(sum(errs) / len(errs)), abs=1e-3), run
+    models = [torch.load(path / "models" / f"seed{seed}" / "loc" / "PCR-all_384.pt", weights_only=False)
+              for seed in SEEDS]
+    assert [m["init_file"] for m in models] == [f"models/seed{seed}/D_384.pt" for seed in SEEDS]
+    dense = torch.load(path / "preds" / f"seed{SEEDS[0]}" / "loc" / "dense.pt", weights_only=False)
     assert set(dense["rows"]) == {"256/256", "384/384", "384/352,384", "fusion 256/256 + 384/352,384"}
     assert {"loc.table9.fusion.top5", "loc.claims.pcr_beats_scr.diff"} <= set(metrics)
 
@@ -301,7 +309,7 @@ def plain_greedy_merge(boxes, scores, threshold):
 
 def test_saved_dense_localisation_matches_an_independent_greedy_merge(repo):
     path, _, _ = repo
-    dense = torch.load(path / "preds" / "loc" / "dense.pt", weights_only=False)
+    dense = torch.load(path / "preds" / f"seed{SEEDS[-1]}" / "loc" / "dense.pt", weights_only=False)
     fused = dense["rows"]["fusion 256/256 + 384/352,384"]
     parts = [dense["candidates"][k] for k in ("256/256", "384/352", "384/384")]
     # Each classification net counted once: D_256 at its one scale, D_384 averaged over its two.

@@ -39,18 +39,20 @@ def test_stage_times_are_gaps_between_output_write_times(tmp_path, capsys, monke
 
 def test_time_per_seed_and_shared_stages(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    written = {"d.pt": 1010, "a0.pt": 1110, "a1.pt": 1230, "f1.pt": 1235, "loc.pt": 1300, "r.md": 1302}
+    written = {"d.pt": 1010, "a0.pt": 1110, "a1.pt": 1230, "f1.pt": 1235, "loc.pt": 1300, "x.pt": 1301, "r.md": 1302}
     for path, mtime in written.items():
         (tmp_path / path).write_text("x")
         os.utime(tmp_path / path, (mtime, mtime))
     lock = {"schema": "2.0", "stages": {
         "prepare": {"outs": [{"path": "d.pt"}]}, "train_scratch@A-LRN-0": {"outs": [{"path": "a0.pt"}]},
         "train_scratch@A-LRN-1": {"outs": [{"path": "a1.pt"}]}, "fuse_DE_dense@1": {"outs": [{"path": "f1.pt"}]},
-        "train_loc@PCR-all_256": {"outs": [{"path": "loc.pt"}]}, "report": {"outs": [{"path": "r.md"}]}}}
+        "train_loc@PCR-all-256-1": {"outs": [{"path": "loc.pt"}]}, "features_scenes@D": {"outs": [{"path": "x.pt"}]},
+        "report": {"outs": [{"path": "r.md"}]}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {n: {"cmd": "x"} for n in (
-        "prepare", "train_scratch", "fuse_DE_dense", "train_loc", "report")}}))
+        "prepare", "train_scratch", "fuse_DE_dense", "train_loc", "features_scenes", "report")}}))
     stage_times.main(["--start", "1000"])
     seeds = capsys.readouterr().out.split("\n\n")[2].splitlines()
     assert [line.rsplit(None, 2)[0].strip() for line in seeds] == ["shared stages", "seed 0", "seed 1"]
-    assert [float(line.split()[-2]) for line in seeds] == [10.0 + 65.0 + 2.0, 100.0, 125.0]
+    # A localisation net belongs to its seed; transfer's features (the first seed's nets) are shared.
+    assert [float(line.split()[-2]) for line in seeds] == [10.0 + 1.0 + 1.0, 100.0, 125.0 + 65.0]

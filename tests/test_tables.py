@@ -89,8 +89,10 @@ def write_logs(root):
     for seed in SEEDS:
         for i, run in enumerate(RUNS):
             write_log(root / f"seed{seed}" / run, i, seed, lr=0.01 if run.endswith("_256") else 0.001)  # fine-tunes
-    for i, run in enumerate(tables.TABLE8_RUNS):  # train_loc's logs/loc_<setting>/ (seed-0 nets)
-        write_log(root / f"loc_{run}", i, stopped_by="epoch cap" if run == "PCR-all_256" else "plateau", lr=0.03)
+    for seed in SEEDS:  # train_loc's logs/seed<k>/loc_<setting>/ (a localisation net per seed)
+        for i, run in enumerate(tables.TABLE8_RUNS):
+            write_log(root / f"seed{seed}" / f"loc_{run}", i, seed,
+                      stopped_by="epoch cap" if run == "PCR-all_256" else "plateau", lr=0.03)
 
 
 def write_test_split(path):
@@ -102,19 +104,20 @@ def write_test_split(path):
                 "classes": [f"class{c}" for c in range(10)], "boxes": data.tight_boxes(images)}, path)
 
 
-def write_params(path, ensembles=ENSEMBLES, report=REPORT, seeds=SEEDS):
+def write_params(path, ensembles=ENSEMBLES, report=REPORT, seeds=SEEDS, localisation_seeds=SEEDS):
     settings = load_params(REPO_PARAMS)
     settings["seeds"] = list(seeds)
+    settings["localisation_seeds"] = list(localisation_seeds)  # both seeds: App. A's two-level bootstrap
     settings["fuse"] = {"ensembles": copy.deepcopy(ensembles)}
     settings["report"] = copy.deepcopy(report)
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
-def write_loc_preds(root, n=200):
-    """evaluate_loc's and localise_dense's records with known outcomes: a right box is the true box,
-    a wrong one is shifted off it (IoU 0)."""
-    g = torch.Generator().manual_seed(3)
+def write_loc_preds(root, n=200, seed=0):
+    """evaluate_loc's and localise_dense's records of one seed with known outcomes: a right box is the
+    true box, a wrong one is shifted off it (IoU 0). Seeds differ in which images they hit."""
+    g = torch.Generator().manual_seed(3 + seed)
     true = torch.tensor([[2.0, 2.0, 12.0, 12.0]]).repeat(n, 1)
     labels = torch.arange(n) % 10
     root.mkdir(parents=True, exist_ok=True)
@@ -134,6 +137,14 @@ def write_loc_preds(root, n=200):
     torch.save({"rows": rows, "labels": labels, "true_boxes": true}, root / "dense.pt")
 
 
+def read_loc_preds(preds, seeds=SEEDS):
+    """({seed: {run: record}}, {seed: dense record}) as the report stage reads preds/seed<k>/loc/."""
+    loc = {seed: {run: torch.load(preds / f"seed{seed}" / "loc" / f"{run}.pt", weights_only=False)
+                  for run in tables.TABLE8_RUNS} for seed in seeds}
+    dense = {seed: torch.load(preds / f"seed{seed}" / "loc" / "dense.pt", weights_only=False) for seed in seeds}
+    return loc, dense
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A full set of the evaluate stage's predictions, the fused ensembles and training logs, the
@@ -141,7 +152,8 @@ def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     write_preds(root / "preds")
     write_logs(root / "logs")
-    write_loc_preds(root / "preds" / "loc")
+    for seed in SEEDS:
+        write_loc_preds(root / "preds" / f"seed{seed}" / "loc", seed=seed)
     (root / "transfer").mkdir()
     run_features_and_transfer(root / "transfer")  # the real stages on tiny untrained D and E
     params = write_params(root / "params.yaml")
@@ -386,7 +398,7 @@ def test_a_fused_file_made_from_other_members_is_stale(synthetic):
 
 def report_args(root, params, out):
     return ["--params", str(params), "--preds", str(root / "preds"),
-            "--loc", str(root / "preds" / "loc"), "--transfer-metrics", str(root / "transfer" / "metrics"),
+            "--transfer-metrics", str(root / "transfer" / "metrics"),
             "--logs", str(root / "logs"), "--test", str(root / "test.pt"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
 
 
@@ -423,20 +435,27 @@ def test_report_stage_end_to_end(synthetic, tmp_path, capsys):
     assert "equivalence test with a margin of 0.5" in claims_page and "2 here" in claims_page
     assert "seed 0" not in table3 and "top-1 err seed 1" in (reports / "table3.csv").read_text()
     loc_page = (reports / "localisation.md").read_text()
-    assert "seed-0 nets" in readme and "One training per net" in loc_page
-    # The localisation page's training table: each localisation run, with what stopped it.
-    for run in tables.TABLE8_RUNS:
-        row = next(line for line in loc_page.splitlines() if line.startswith(f"| loc_{run} "))
-        assert ("epoch cap" if run == "PCR-all_256" else "plateau") in row, row
+    assert "2 trainings per net" in readme and "2 trainings per net" in loc_page and "One training" not in loc_page
+    assert "seed 1" not in loc_page and "loc. error seed 1" in (reports / "table8.csv").read_text()
+    loc_claims = pd.read_csv(reports / "claims_localisation.csv", index_col="key")
+    assert (loc_claims["n_seeds"] == len(SEEDS)).all()
+    # The localisation page's training table: each localisation run of each seed, with what stopped it.
+    for seed in SEEDS:
+        for run in tables.TABLE8_RUNS:
+            row = next(line for line in loc_page.splitlines() if line.startswith(f"| loc_{run} ")
+                       and line.split("|")[2].strip() == str(seed))
+            assert ("epoch cap" if run == "PCR-all_256" else "plateau") in row, row
     assert "report: wrote" in capsys.readouterr().out
-    # Table 8 is the share of saved boxes off the true box; Table 9 the share of saved misses.
-    loc = synthetic / "preds" / "loc"
+    # Table 8 is the share of saved boxes off the true box, averaged over the seeds; Table 9 the share
+    # of saved misses, likewise.
     for run in tables.TABLE8_RUNS:
-        record = torch.load(loc / f"{run}.pt", weights_only=False)
-        off = (record["boxes"] != record["true_boxes"]).any(1).double().mean().item()
-        assert flat[f"loc.table8.{run}.err"] == pytest.approx(100 * off, abs=1e-3)
-    fused = torch.load(loc / "dense.pt", weights_only=False)["rows"]["fusion 256/256 + 384/352,384"]
-    assert flat["loc.table9.fusion.top5"] == pytest.approx(100 * (1 - fused["top5"].double().mean().item()), abs=1e-3)
+        off = [(r["boxes"] != r["true_boxes"]).any(1).double().mean().item() for r in
+               (torch.load(synthetic / "preds" / f"seed{k}" / "loc" / f"{run}.pt", weights_only=False) for k in SEEDS)]
+        assert flat[f"loc.table8.{run}.err"] == pytest.approx(100 * np.mean(off), abs=1e-3)
+    fused = [torch.load(synthetic / "preds" / f"seed{k}" / "loc" / "dense.pt", weights_only=False)
+             ["rows"]["fusion 256/256 + 384/352,384"] for k in SEEDS]
+    assert flat["loc.table9.fusion.top5"] == pytest.approx(
+        100 * (1 - np.mean([f["top5"].double().mean().item() for f in fused])), abs=1e-3)
     page = (reports / "localisation.md").read_text()
     assert "Table 8" in page and "36.40" in page and "| PCR-all_384 " in page
     assert "(localisation.md)" in readme and "(table11.md)" in readme
@@ -473,6 +492,31 @@ def test_report_runs_must_cover_the_tables(synthetic, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+@pytest.mark.parametrize("value, message", [
+    ([2], "localisation_seeds: 2 is not in seeds [0, 1] (no D nets of that seed)"),
+    ([], "localisation_seeds: [] must be a non-empty list of distinct integers >= 0"),
+    ([0, 0], "localisation_seeds: [0, 0] must be a non-empty list of distinct integers >= 0")])
+def test_localisation_seeds_must_be_trained_seeds(synthetic, tmp_path, capsys, value, message):
+    params = write_params(tmp_path / "params.yaml", localisation_seeds=value)
+    with pytest.raises(SystemExit):
+        stages.report.main(report_args(synthetic, params, tmp_path))
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_report_with_one_localisation_seed_says_one_training(synthetic, tmp_path):
+    # The default: App. A on the first seed's nets only, while the classification uses every seed.
+    params = write_params(tmp_path / "params.yaml", localisation_seeds=[1])
+    stages.report.main(report_args(synthetic, params, tmp_path))
+    page = (tmp_path / "reports" / "localisation.md").read_text()
+    assert "**One training per net**" in page and "D of seed 1" in page
+    claims = pd.read_csv(tmp_path / "reports" / "claims_localisation.csv", index_col="key")
+    assert (claims["n_seeds"] == 1).all() and (claims[tables.SEEDS_AGREE] == "1/1").all()
+    t8 = pd.read_csv(tmp_path / "reports" / "table8.csv", index_col="key")
+    assert list(t8.filter(like="error seed").columns) == [tables.SEED_LOC.format(1)]
+    assert "App. A, seed-1 nets" in (tmp_path / "reports" / "README.md").read_text()
+
+
 def test_report_csvs_keep_six_significant_digits_and_read_back():
     # A bootstrap bound such as 0.6002499999999963 is written 0.60025; a count stays exact.
     frame = pd.DataFrame({"CI high": [0.6002499999999963, 18.120000000000005], "images": [10000, 5000]},
@@ -484,11 +528,36 @@ def test_report_csvs_keep_six_significant_digits_and_read_back():
     assert (back["images"] == frame["images"]).all()
 
 
+def test_localisation_claims_are_the_mean_over_seeds_and_one_seed_is_the_one_level_bootstrap(synthetic):
+    from vgg.paper import localisation_rows
+    preds, dense = read_loc_preds(synthetic / "preds")
+    rows = localisation_rows()
+    claims = tables.localisation_claims(preds, dense, 500, 0, 0.95, rows)
+    frame = tables.table8(preds, rows)
+    # err(SCR) - err(PCR) per seed, from Table 8's per-seed columns: the claim is their mean.
+    per_seed = [frame.loc["table8.SCR-fc_384", tables.SEED_LOC.format(k)]
+                - frame.loc["table8.PCR-fc_384", tables.SEED_LOC.format(k)] for k in SEEDS]
+    row = claims.loc["pcr_beats_scr"]
+    assert row["ours: err(X) - err(Y)"] == pytest.approx(np.mean(per_seed))
+    assert row[tables.N_SEEDS] == len(SEEDS) and row[tables.SEED_SD] == pytest.approx(np.std(per_seed, ddof=1))
+    agree = sum(np.sign(d) == np.sign(np.mean(per_seed)) for d in per_seed)
+    assert row[tables.SEEDS_AGREE] == f"{agree}/{len(SEEDS)}"
+    assert frame.loc["table8.SCR-fc_384", tables.LOC_ERR_SD] == pytest.approx(
+        np.std([frame.loc["table8.SCR-fc_384", tables.SEED_LOC.format(k)] for k in SEEDS], ddof=1))
+    # One seed: exactly the one-level paired bootstrap over test images (the previous single-training claims).
+    one = tables.localisation_claims({0: preds[0]}, {0: dense[0]}, 500, 0, 0.95, rows)
+    expected = stats.paired_bootstrap(preds[0]["SCR-fc_384"]["hits"], preds[0]["PCR-fc_384"]["hits"], 500, 100, 0.95)
+    assert tuple(one.loc["pcr_beats_scr", ["ours: err(X) - err(Y)", "CI low", "CI high"]]) == pytest.approx(expected)
+    assert one.loc["pcr_beats_scr", tables.SEEDS_AGREE] == "1/1"
+    # Seeds scored on other test images cannot be paired.
+    other = {**dense[1], "labels": dense[1]["labels"].roll(1)}
+    with pytest.raises(ValueError, match="seed 1's localisation records are on other test images"):
+        tables.table9({0: dense[0], 1: other}, rows)
+
+
 def test_localisation_claims_take_the_papers_differences_from_its_tables(synthetic):
     from vgg.paper import localisation_rows
-    loc = synthetic / "preds" / "loc"
-    preds = {run: torch.load(loc / f"{run}.pt", weights_only=False) for run in tables.TABLE8_RUNS}
-    dense = torch.load(loc / "dense.pt", weights_only=False)
+    preds, dense = read_loc_preds(synthetic / "preds")
     rows = localisation_rows()
     claims = tables.localisation_claims(preds, dense, 200, 0, 0.95, rows)
     assert claims["paper: err(X) - err(Y)"].tolist() == pytest.approx([36.4 - 34.3, 34.3 - 33.1, 29.5 - 28.2,
@@ -497,3 +566,20 @@ def test_localisation_claims_take_the_papers_differences_from_its_tables(synthet
     changed.loc[(changed["table"] == "T8") & (changed["row"] == "1"), "value"] = "40.0"
     moved = tables.localisation_claims(preds, dense, 200, 0, 0.95, changed)
     assert moved.loc["pcr_beats_scr", "paper: err(X) - err(Y)"] == pytest.approx(40.0 - 34.3)
+
+
+def test_localisation_claims_script_writes_the_reports_tables_for_any_seeds(synthetic, tmp_path):
+    from scripts import localisation_claims
+    both, one = tmp_path / "both", tmp_path / "one"
+    args = ["--params", str(synthetic / "params.yaml"), "--preds", str(synthetic / "preds")]
+    localisation_claims.main(args + ["--out", str(both)])
+    localisation_claims.main(args + ["--seeds", "1", "--out", str(one)])
+    t8_both = pd.read_csv(both / "table8.csv", index_col="key")
+    t8_one = pd.read_csv(one / "table8.csv", index_col="key")
+    assert (t8_both["n_seeds"] == len(SEEDS)).all() and (t8_one["n_seeds"] == 1).all()
+    # One seed's table is that seed's column of the seeds' table.
+    assert np.allclose(t8_one[tables.LOC_ERR], t8_both[tables.SEED_LOC.format(1)])
+    claims = pd.read_csv(one / "claims_localisation.csv", index_col="key")
+    assert list(claims.index) == ["pcr_beats_scr", "all_layers_beat_fc", "s384_beats_s256", "two_scales_beat_one",
+                                  "fusion_beats_best"]
+    assert (claims[tables.SEEDS_AGREE] == "1/1").all() and (pd.read_csv(both / "table9.csv")["n_seeds"] == 2).all()

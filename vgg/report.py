@@ -143,8 +143,9 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         f"bf16 {'on' if schedules['train'].bf16 else 'off'}.",
         f"- **Trainings**: every net of Tables 3-7 is trained once per seed, {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}; `seeds`), B-E of a seed from A of the same seed; tables give the "
-        "mean and the seed-to-seed sd, the claims a two-level bootstrap over seeds and test images. The "
-        f"appendices use the nets of seed {seeds[0]}.",
+        "mean and the seed-to-seed sd, the claims a two-level bootstrap over seeds and test images. "
+        "Localisation (App. A) trains its nets once per seed too, from D of the same seed; transfer (App. B) "
+        f"uses the nets of seed {seeds[0]}.",
     ]
     lines += [f"  - {key}: {value}" for key, value in (compute or {}).items()]
     lines += [
@@ -210,38 +211,48 @@ LOC_TRAINING_COLUMNS = {"final train top-1 err": "final train loc. error (%)",
                         "final val top-1 err": "final val loc. error (%)", "best val top-1 err": "best val loc. error (%)"}
 
 
-def localisation_page(table8, table9, claims, confidence, samples, n_images, figure, seed=0, training=None):
+def localisation_page(table8, table9, claims, confidence, samples, n_images, figure, seeds=(0,), training=None):
     """reports/localisation.md: Tables 8 and 9 (App. A) beside the paper's, the claims, the sample figure."""
+    seeds = list(seeds)
+    n = len(seeds)
+    trainings = (f"**{n} trainings per net** (seeds {', '.join(map(str, seeds))}): every localisation net is "
+                 "trained once per seed, from the classification net D of that seed, and our numbers are means "
+                 "over the seeds (± the seed-to-seed sd; each seed's value in the CSVs). The claims' intervals "
+                 "cover training-to-training variance as well as the test set's, as the classification claims "
+                 "do ([claims](claims.md))." if n > 1 else
+                 f"**One training per net**: the localisation nets start from the classification nets D of seed "
+                 f"{seeds[0]}, and the intervals below cover test images only, not training-to-training variance.")
     lines = [
-        "# Localisation (Appendix A): Tables 8 and 9", "",
-        f"**One training per net**: the localisation nets start from the classification nets D of seed {seed} "
-        "(the first of `seeds`), and the intervals below cover test images only, not training-to-training "
-        "variance (the classification claims do, over every seed).", "",
+        "# Localisation (Appendix A): Tables 8 and 9", "", trainings, "",
         f"Errors in % on {n_images:,} test images; a box is right when its IoU with the true box is above 0.5. "
         "The paper's numbers are ILSVRC-2012 validation; its Table 8 rows are at S=384 (it reports S=256 "
         "behaves the same): ours at S=384, on which the claims are tested, and at S=256 beside them. Training "
         "targets are the whole object's box in the crop's coordinates, also past the crop's edge (OverFeat's "
         "regression, which App. A follows), and each net trains to its validation plateau.", "",
         "## Table 8: localisation nets, centre crop, true class's box", "",
-        markdown(table8, floatfmt=".2f"), "",
+        markdown(table8.drop(columns=tables.loc_per_seed_columns(table8)), floatfmt=".2f"), "",
         "## Table 9: dense localisation with greedy merging", "",
-        "The PCR nets (all layers) and the classification nets D of the same S applied densely at each Q; "
-        "boxes pooled over the row's scales (and both nets for the fusion), merged greedily, ranked by the "
-        "classification nets' posteriors, each net counted once (a net's posteriors averaged over its scales, "
-        "then the nets averaged; the paper ranks by its best classification system's top-5). "
+        "The PCR nets (all layers) and the classification nets D of the same S (and seed) applied densely at "
+        "each Q; boxes pooled over the row's scales (and both nets for the fusion), merged greedily, ranked "
+        "by the classification nets' posteriors, each net counted once (a net's posteriors averaged over its "
+        "scales, then the nets averaged; the paper ranks by its best classification system's top-5). "
         "With 10 classes the true class is nearly always among the top 5, so top-5 localisation error is "
         "almost only the box.", "",
-        markdown(table9, floatfmt=".2f"), "",
+        markdown(table9.drop(columns=tables.loc_per_seed_columns(table9)), floatfmt=".2f"), "",
         "## Claims", "",
-        f"err(X) - err(Y) in points (positive: Y better), {confidence:.0%} percentile interval from "
-        f"{samples:,} paired bootstrap resamples of the test images.", "",
+        f"err(X) - err(Y) in points (positive: Y better), the mean over seeds; {confidence:.0%} percentile "
+        f"interval from {samples:,} " + ("two-level bootstrap resamples (seeds, then test images, X and Y paired "
+                                         "within a seed and an image)" if n > 1 else
+                                         "paired bootstrap resamples of the test images")
+        + "; reproduced if it lies above 0, contradicted if below, else inconclusive.", "",
         markdown(claims, index=True, floatfmt=".2f"),
     ]
     if training is not None and len(training):
         lr = ", ".join(f"{v:g}" for v in training["initial lr"].unique())
         lines += ["", "## Training", "", "Each localisation net trains to its validation plateau (App. A.1, as §3.1): "
-                  f"lr {lr} (`localisation.lr`, chosen on validation; the paper's 10^-3 learnt far more slowly "
-                  "with our loss, docs/appendices.md), divided by 10 when the validation localisation error stops "
+                  f"initial lr {lr} (`localisation.lr`, chosen on validation; the paper's 10^-3 learnt far more "
+                  "slowly with our loss, docs/appendices.md; a net whose loss turns non-finite is trained again "
+                  "at a tenth of it), divided by 10 when the validation localisation error stops "
                   "improving, stopped at the next plateau; the epoch count is a bound (`localisation.epochs`). "
                   "Validation is scored as Table 8: "
                   "the centre crop's true-class box against the image's box; the training error is that of the "
@@ -249,8 +260,8 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
                   "cut by the crop's edge.", "",
                   training_markdown(training, LOC_TRAINING_COLUMNS)]
     if figure:
-        lines += ["", "## Samples", "", "True boxes in orange, the fusion row's top-1 box in cyan "
-                  "(class guessed above each image):", "", "![localisation samples](localisation_samples.png)"]
+        lines += ["", "## Samples", "", f"Seed {seeds[0]}'s nets: true boxes in orange, the fusion row's top-1 box "
+                  "in cyan (class guessed above each image):", "", "![localisation samples](localisation_samples.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -261,14 +272,16 @@ def _verdict_counts(claims):
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive"))
 
 
-def localisation_part(loc_preds, dense, test_split, settings, seed=0, training=None):
-    """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line, claims),
-    on the nets of seed `seed`; `training`: the localisation runs' training_summary, if given."""
+def localisation_part(loc_preds, dense, test_split, settings, training=None):
+    """App. A: ({file name: text, or a function drawing to a path}, flat metrics, README line, claims)
+    from the localisation records of every seed (`loc_preds`: {seed: {run: evaluate_loc's record}},
+    `dense`: {seed: localise_dense's record}); `training`: the localisation runs' training_summary."""
     rows = paper.localisation_rows()
+    seeds = list(dense)
     table8, table9 = tables.table8(loc_preds, rows), tables.table9(dense, rows)
     claims = tables.localisation_claims(loc_preds, dense, settings["bootstrap_samples"], settings["bootstrap_seed"],
                                         settings["confidence"], rows)
-    fused = dense["rows"]["fusion 256/256 + 384/352,384"]
+    fused = dense[seeds[0]]["rows"]["fusion 256/256 + 384/352,384"]
     has_figure = test_split["kind"] == "tensor"
 
     def draw(path):
@@ -277,13 +290,14 @@ def localisation_part(loc_preds, dense, test_split, settings, seed=0, training=N
     files = {"table8.csv": tables.to_csv(table8), "table9.csv": tables.to_csv(table9),
              "claims_localisation.csv": tables.to_csv(claims),
              "localisation.md": localisation_page(table8, table9, claims, settings["confidence"],
-                                                  settings["bootstrap_samples"], len(dense["labels"]), has_figure,
-                                                  seed, training)}
+                                                  settings["bootstrap_samples"], len(dense[seeds[0]]["labels"]),
+                                                  has_figure, seeds, training)}
     if has_figure:
         files["localisation_samples.png"] = draw
+    trainings = f"{len(seeds)} trainings per net" if len(seeds) > 1 else f"seed-{seeds[0]} nets"
     line = (f"- [Tables 8-9](localisation.md) ([csv](table8.csv), [csv](table9.csv), "
             "[claims csv](claims_localisation.csv)" + (", [samples](localisation_samples.png)" if has_figure else "")
-            + f"): localisation (App. A, seed-{seed} nets), {len(claims)} claims: {_verdict_counts(claims)}")
+            + f"): localisation (App. A, {trainings}), {len(claims)} claims: {_verdict_counts(claims)}")
     return files, tables.localisation_metrics(table8, table9, claims), line, claims
 
 

@@ -688,6 +688,9 @@ def transfer_metrics(claims):
 TABLE8_RUNS = {"SCR-fc_384": 1, "PCR-fc_384": 2, "PCR-all_384": 3, "SCR-fc_256": 1, "PCR-fc_256": 2, "PCR-all_256": 3}
 TABLE9_PAPER_ROWS = {"256/256": 1, "384/384": 2, "384/352,384": 3, "fusion 256/256 + 384/352,384": 4}
 LOC_ERR, LOC_TOP1, LOC_TOP5 = "ours: loc. error (%)", "ours: top-1 loc. error (%)", "ours: top-5 loc. error (%)"
+# Ours are means over the seeds (a localisation net per seed, from D of that seed), the sd over seeds.
+LOC_ERR_SD, LOC_TOP1_SD, LOC_TOP5_SD = "± loc. error sd", "± top-1 loc. error sd", "± top-5 loc. error sd"
+SEED_LOC, SEED_LOC1, SEED_LOC5 = "loc. error seed {}", "top-1 loc. error seed {}", "top-5 loc. error seed {}"
 
 
 def _paper_value(paper, table, row):
@@ -695,37 +698,92 @@ def _paper_value(paper, table, row):
     return float(text.split("/")[0])  # "28.2 / 26.7": the validation number
 
 
+def localisation_seeds(all_params, seeds):
+    """The validated top-level `localisation_seeds`: the seeds whose D nets App. A trains localisation
+    nets from (dvc.yaml's train_loc, evaluate_loc, localise_dense), a subset of `seeds`."""
+    value = all_params.get("localisation_seeds")
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in value)):
+        raise io.StageError(f"localisation_seeds: {value!r} must be a non-empty list of distinct integers >= 0")
+    missing = [k for k in value if k not in seeds]
+    if missing:
+        raise io.StageError(f"localisation_seeds: {missing[0]} is not in seeds {list(seeds)} (no D nets of that seed)")
+    return value
+
+
+def loc_outcomes(per_seed, get):
+    """K x N 0/1 outcomes, row k from the record of the k-th seed of `per_seed` ({seed: record});
+    every seed must have scored the same test images (labels and true boxes equal)."""
+    records = list(per_seed.values())
+    for seed, record in per_seed.items():
+        if not (torch.equal(record["labels"], records[0]["labels"])
+                and torch.equal(record["true_boxes"], records[0]["true_boxes"])):
+            raise ValueError(f"seed {seed}'s localisation records are on other test images than seed "
+                             f"{next(iter(per_seed))}'s")
+    return torch.stack([torch.as_tensor(get(record)).long() for record in records])
+
+
+def _loc_columns(outcomes, seeds, mean_column, sd_column, seed_column):
+    """Mean error over seeds (%), its seed-to-seed sd, n, and each seed's error."""
+    per_seed = [stats.error_percent(row) for row in outcomes]
+    out = {mean_column: stats.error_percent(outcomes), sd_column: _sd(per_seed)}
+    out.update({seed_column.format(seed): value for seed, value in zip(seeds, per_seed)})
+    return out
+
+
 def table8(loc_preds, paper):
-    """Table 8: localisation error of the true class's box on the centre crop, per setting."""
+    """Table 8: localisation error of the true class's box on the centre crop, per setting; the mean
+    over seeds (`loc_preds`: {seed: {run: evaluate_loc's record}}), its sd and each seed's."""
+    seeds = list(loc_preds)
     records = []
     for run, paper_row in TABLE8_RUNS.items():
-        p = loc_preds[run]
+        p = loc_preds[seeds[0]][run]
+        hits = loc_outcomes({seed: loc_preds[seed][run] for seed in seeds}, lambda r: r["hits"])
         records.append({"key": f"table8.{run}", "setting": run, "regression": p["regression"], "fine-tuned layers":
                         "fc6-fc8" if p["layers"] == "fc" else "all", "train S": "-".join(map(str, sorted(set(p["train_scale"])))),
                         "paper: loc. error (%, S=384)": _paper_value(paper, "T8", paper_row),
-                        LOC_ERR: stats.error_percent(p["hits"])})
+                        **_loc_columns(hits, seeds, LOC_ERR, LOC_ERR_SD, SEED_LOC), N_SEEDS: len(seeds)})
     return pd.DataFrame(records).set_index("key")
 
 
 def table9(dense, paper):
-    """Table 9: dense localisation with greedy merging; top-1 and top-5 localisation error."""
+    """Table 9: dense localisation with greedy merging; top-1 and top-5 localisation error, the mean
+    over seeds (`dense`: {seed: localise_dense's record}), their sd and each seed's."""
+    seeds = list(dense)
     records = []
     for label, paper_row in TABLE9_PAPER_ROWS.items():
-        row = dense["rows"][label]
+        top1 = loc_outcomes(dense, lambda r: r["rows"][label]["top1"])
+        top5 = loc_outcomes(dense, lambda r: r["rows"][label]["top5"])
         records.append({"key": f"table9.{label.split(' ')[0].replace('/', '_').replace(',', '-')}",
                         "S / Q": label, "paper: top-5 loc. error (%, val)": _paper_value(paper, "T9", paper_row),
-                        LOC_TOP1: stats.error_percent(row["top1"]), LOC_TOP5: stats.error_percent(row["top5"])})
+                        **_loc_columns(top1, seeds, LOC_TOP1, LOC_TOP1_SD, SEED_LOC1),
+                        **_loc_columns(top5, seeds, LOC_TOP5, LOC_TOP5_SD, SEED_LOC5), N_SEEDS: len(seeds)})
     return pd.DataFrame(records).set_index("key")
+
+
+def loc_per_seed_columns(frame):
+    """Tables 8-9's columns holding one seed's value (kept in the CSVs, left out of the page)."""
+    return [c for c in frame.columns if c.startswith(("loc. error seed ", "top-1 loc. error seed ",
+                                                      "top-5 loc. error seed "))]
 
 
 # (key, claim, paper's difference err(X) - err(Y), X outcomes, Y outcomes): X is the baseline.
 def localisation_claims(loc_preds, dense, samples, seed, confidence, paper):
     """The appendix's localisation conclusions, each with err(X) - err(Y) in points (positive: Y
-    better), its paired bootstrap interval over test images, the paper's difference (from `paper`,
-    vgg.paper.localisation_rows()), and the verdict."""
-    rows = dense["rows"]
+    better; the mean over seeds), its two-level bootstrap interval (seeds, then test images, X and Y
+    paired within a seed and an image: vgg.stats.seed_paired_bootstrap), how many seeds agree in sign
+    and the seed-to-seed sd, the paper's difference (from `paper`, vgg.paper.localisation_rows()), and
+    the verdict. `loc_preds`, `dense`: {seed: record} as table8 and table9 take them."""
+    seeds = list(dense)
+
+    def hits(run):
+        return loc_outcomes({k: loc_preds[k][run] for k in seeds}, lambda r: r["hits"])
+
+    def top5(row):
+        return loc_outcomes(dense, lambda r: r["rows"][row]["top5"])
+
     singles = ["256/256", "384/384", "384/352,384"]
-    best = min(singles, key=lambda r: stats.error_percent(rows[r]["top5"]))
+    best = min(singles, key=lambda row: stats.error_percent(top5(row)))  # over all seeds, as Table 9 prints
 
     def gap(table, x_row, y_row):
         return _paper_value(paper, table, x_row) - _paper_value(paper, table, y_row)
@@ -733,23 +791,24 @@ def localisation_claims(loc_preds, dense, samples, seed, confidence, paper):
     specs = [
         # Table 8's comparisons at the paper's S=384.
         ("pcr_beats_scr", "PCR beats SCR (Table 8, fc6-fc8 fine-tuned, S=384)", gap("T8", 1, 2),
-         loc_preds["SCR-fc_384"]["hits"], loc_preds["PCR-fc_384"]["hits"]),
+         hits("SCR-fc_384"), hits("PCR-fc_384")),
         ("all_layers_beat_fc", "fine-tuning all layers beats fc6-fc8 only (Table 8, PCR, S=384)", gap("T8", 2, 3),
-         loc_preds["PCR-fc_384"]["hits"], loc_preds["PCR-all_384"]["hits"]),
+         hits("PCR-fc_384"), hits("PCR-all_384")),
         ("s384_beats_s256", "S=384 beats S=256 (Table 9, top-5, Q=S)", gap("T9", 1, 2),
-         rows["256/256"]["top5"], rows["384/384"]["top5"]),
+         top5("256/256"), top5("384/384")),
         ("two_scales_beat_one", "two test scales beat one (Table 9, S=384: Q=352,384 vs 384, top-5)", gap("T9", 2, 3),
-         rows["384/384"]["top5"], rows["384/352,384"]["top5"]),
+         top5("384/384"), top5("384/352,384")),
         # The paper's fusion row against its best single row (Q=352,384), as Table 9 prints them.
         ("fusion_beats_best", f"fusion beats the best single net (Table 9, top-5; ours: {best})", gap("T9", 3, 4),
-         rows[best]["top5"], rows["fusion 256/256 + 384/352,384"]["top5"]),
+         top5(best), top5("fusion 256/256 + 384/352,384")),
     ]
     records = []
     for i, (key, text, paper_diff, x, y) in enumerate(specs):
-        diff, low, high = stats.paired_bootstrap(x, y, samples, seed + 100 + i, confidence)
+        diff, low, high = stats.seed_paired_bootstrap(x, y, samples, seed + 100 + i, confidence)
+        agree, n, sd = stats.seed_agreement(x, y)
         records.append({"key": key, "claim": text, "paper: err(X) - err(Y)": round(paper_diff, 4),
-                        "ours: err(X) - err(Y)": diff, "CI low": low, "CI high": high,
-                        "verdict": stats.verdict(low, high)})
+                        "ours: err(X) - err(Y)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
+                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, "verdict": stats.verdict(low, high)})
     return pd.DataFrame(records).set_index("key")
 
 
