@@ -31,6 +31,9 @@ APPENDIX_TABLES = {
                 {"scene mAP (ours)": "scene mAP", "few-shot recall (ours)": "few-shot recall"}),
 }
 APPENDIX_CLAIMS = {"claims_localisation": "Localisation claims (App. A)", "claims_transfer": "Transfer claims (App. B)"}
+# Runs with several localisation seeds also have the seed-to-seed sd of each localisation error.
+APPENDIX_SD = {"ours: loc. error (%)": "± loc. error sd", "ours: top-1 loc. error (%)": "± top-1 loc. error sd",
+               "ours: top-5 loc. error (%)": "± top-5 loc. error sd"}
 
 
 def resolve(rev):
@@ -100,6 +103,8 @@ def appendices(runs):
         for run, frame in frames.items():
             for column, short in values.items():
                 table[f"{run} {short}"] = frame[column].reindex(first.index).values
+                if APPENDIX_SD.get(column) in frame:
+                    table[f"{run} {short} sd"] = frame[APPENDIX_SD[column]].reindex(first.index).values
         table = table[table.iloc[:, len(keys):].notna().any(axis=1)]  # Table 11's paper-only rows
         out += [f"## {title}", "", table.to_markdown(index=False, floatfmt=".2f"), ""]
     for name, title in APPENDIX_CLAIMS.items():

@@ -2,8 +2,8 @@
 
 The last FC layer regresses boxes (SCR: one box; PCR: one per class); fine-tunes all layers or
 only fc6-fc8, with the classification recipe's augmentation, the box carried along. Trained once
-per seed of `seeds`, from D of that seed, so Tables 8-9's verdicts see training-to-training
-variance as the classification claims do.
+per seed of `localisation_seeds`, from D of that seed: with several, Tables 8-9's verdicts see
+training-to-training variance as the classification claims do.
 """
 import argparse
 import dataclasses
@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--setting", required=True, choices=SETTINGS,
                         help="<regression>-<fine-tuned layers>, e.g. PCR-all (Table 8's rows)")
-    parser.add_argument("--seed", type=int, default=0, help="training replicate (params `seeds`): offsets "
+    parser.add_argument("--seed", type=int, default=0, help="training replicate (params `localisation_seeds`): offsets "
                         "train.seed and localisation.seed by vgg.params.SEED_STRIDE x seed")
     parser.add_argument("--init", required=True, type=Path, help="classification net, e.g. models/seed0/D_256.pt")
     parser.add_argument("--data", default="data/prepared", type=Path)

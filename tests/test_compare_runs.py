@@ -95,6 +95,7 @@ def test_the_appendices_side_by_side(repo):
         shutil.copy(repo / "reports" / f"{name}.csv", directory)
     table8 = pd.read_csv(repo / "reports" / "table8.csv")
     table8.loc[0, "ours: loc. error (%)"] = 77.125
+    table8["± loc. error sd"] = 1.5  # a run with several localisation seeds
     table8.to_csv(directory / "table8.csv", index=False)
     claims = pd.read_csv(repo / "reports" / "claims_localisation.csv", index_col="key")
     flipped = {"reproduced": "contradicted", "contradicted": "reproduced", "inconclusive": "reproduced"}
@@ -103,7 +104,9 @@ def test_the_appendices_side_by_side(repo):
     claims.to_csv(directory / "claims_localisation.csv")
     page = compare_runs.compare({"default": "HEAD", "other": compare_runs.resolve(str(directory))})
     row = next(line for line in page.splitlines() if line.startswith(f"| {table8.loc[0, 'setting']} "))
-    assert "77.12" in row and f"{pd.read_csv(repo / 'reports' / 'table8.csv').iloc[0, -1]:.2f}" in row
+    assert "77.12" in row and f"{pd.read_csv(repo / 'reports' / 'table8.csv')['ours: loc. error (%)'].iloc[0]:.2f}" in row
+    assert "other error sd" in page
+    assert row.rstrip(" |").endswith("1.50")  # the sd, after the other run's error
     for title in ("Table 8", "Table 9", "Table 11", "Localisation claims", "Transfer claims"):
         assert f"## {title}" in page
     assert "| Zeiler & Fergus" not in page and "nan" not in page

@@ -144,8 +144,8 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         f"- **Trainings**: every net of Tables 3-7 is trained once per seed, {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}; `seeds`), B-E of a seed from A of the same seed; tables give the "
         "mean and the seed-to-seed sd, the claims a two-level bootstrap over seeds and test images. "
-        "Localisation (App. A) trains its nets once per seed too, from D of the same seed; transfer (App. B) "
-        f"uses the nets of seed {seeds[0]}.",
+        "Localisation (App. A) trains a net per seed of `localisation_seeds`, from D of that seed; transfer "
+        f"(App. B) uses the nets of seed {seeds[0]}.",
     ]
     lines += [f"  - {key}: {value}" for key, value in (compute or {}).items()]
     lines += [

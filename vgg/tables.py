@@ -724,7 +724,7 @@ def loc_outcomes(per_seed, get):
 
 
 def _loc_columns(outcomes, seeds, mean_column, sd_column, seed_column):
-    """Mean error over seeds (%), its seed-to-seed sd, n, and each seed's error."""
+    """Mean error over seeds (%), its seed-to-seed sd, and each seed's error."""
     per_seed = [stats.error_percent(row) for row in outcomes]
     out = {mean_column: stats.error_percent(outcomes), sd_column: _sd(per_seed)}
     out.update({seed_column.format(seed): value for seed, value in zip(seeds, per_seed)})
