@@ -103,10 +103,13 @@ def fit_and_save(model, train_set, val_set, val_transform, hp, settings, inputs,
     record to `out` and move the finished DVCLive logs to `live_dir`."""
     fp = train.fingerprint(settings, *inputs)
     rank, world, device = train.init_distributed()
-    # "seed1/D_384" for a replicate's model (models/seed1/D_384.pt), else the file's stem: replicates
-    # of one net keep their own checkpoints (.ckpt/<run>/).
+    # "seed1/D_384" for a replicate's model (models/seed1/D_384.pt), "seed1/loc/PCR-all_384" for its
+    # localisation net (models/seed1/loc/PCR-all_384.pt), else the file's stem: replicates of one net
+    # keep their own checkpoints (.ckpt/<run>/).
     out = Path(out)
-    run = f"{out.parent.name}/{out.stem}" if re.fullmatch(r"seed\d+", out.parent.name) else out.stem
+    parts = out.with_suffix("").parts
+    first = next((i for i, part in enumerate(parts) if re.fullmatch(r"seed\d+", part)), None)
+    run = "/".join(parts[first:]) if first is not None else out.stem
     # DVCLive clears its directory when it starts: it writes beside --live-dir and the finished
     # logs replace the old ones only once the model is saved, so a killed or failed run leaves the
     # previous logs/<run>/ as it was (a resumed run replays its history into the new directory).

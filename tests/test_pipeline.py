@@ -236,7 +236,7 @@ def test_sigterm_during_repro_keeps_the_previous_logs_and_a_rerun_writes_the_sam
 
 
 def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo):
-    path, _, _ = repo
+    path, env, _ = repo
     from vgg.localisation import paired_iou
     for name in ["localisation.md", "table8.csv", "table9.csv", "localisation_samples.png"]:
         assert (path / "reports" / name).is_file(), name
@@ -261,6 +261,9 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
     models = [torch.load(path / "models" / f"seed{seed}" / "loc" / "PCR-all_384.pt", weights_only=False)
               for seed in SEEDS]
     assert [m["init_file"] for m in models] == [f"models/seed{seed}/D_384.pt" for seed in SEEDS]
+    # Each seed's localisation net keeps its own checkpoint, so an interrupted one resumes as its own.
+    ckpt = Path(env["VGG_CHECKPOINT_DIR"])
+    assert all((ckpt / f"seed{seed}" / "loc" / "PCR-all_384" / "last.pt").is_file() for seed in SEEDS)
     dense = torch.load(path / "preds" / f"seed{SEEDS[0]}" / "loc" / "dense.pt", weights_only=False)
     assert set(dense["rows"]) == {"256/256", "384/384", "384/352,384", "fusion 256/256 + 384/352,384"}
     assert {"loc.table9.fusion.top5", "loc.claims.pcr_beats_scr.diff"} <= set(metrics)
