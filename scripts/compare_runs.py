@@ -103,7 +103,7 @@ def appendices(runs):
         for run, frame in frames.items():
             for column, short in values.items():
                 table[f"{run} {short}"] = frame[column].reindex(first.index).values
-                if APPENDIX_SD.get(column) in frame:
+                if APPENDIX_SD.get(column) in frame and frame.get("n_seeds", pd.Series([1])).max() > 1:
                     table[f"{run} {short} sd"] = frame[APPENDIX_SD[column]].reindex(first.index).values
         table = table[table.iloc[:, len(keys):].notna().any(axis=1)]  # Table 11's paper-only rows
         out += [f"## {title}", "", table.to_markdown(index=False, floatfmt=".2f"), ""]

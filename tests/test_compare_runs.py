@@ -95,7 +95,7 @@ def test_the_appendices_side_by_side(repo):
         shutil.copy(repo / "reports" / f"{name}.csv", directory)
     table8 = pd.read_csv(repo / "reports" / "table8.csv")
     table8.loc[0, "ours: loc. error (%)"] = 77.125
-    table8["± loc. error sd"] = 1.5  # a run with several localisation seeds
+    table8["± loc. error sd"], table8["n_seeds"] = 1.5, 3  # a run with several localisation seeds
     table8.to_csv(directory / "table8.csv", index=False)
     claims = pd.read_csv(repo / "reports" / "claims_localisation.csv", index_col="key")
     flipped = {"reproduced": "contradicted", "contradicted": "reproduced", "inconclusive": "reproduced"}
