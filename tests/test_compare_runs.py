@@ -114,3 +114,20 @@ def test_the_appendices_side_by_side(repo):
     assert f"- other against default: 1 of {len(claims)} verdicts differ, {flips} between reproduced" in page
     transfer = len(pd.read_csv(repo / "reports" / "claims_transfer.csv"))
     assert f"- other against default: 0 of {transfer} verdicts differ" in page  # unchanged
+
+
+def test_verdict_stability_counts_flips_that_pooling_the_seed_variance_removes(tmp_path, capsys):
+    from scripts import verdict_stability
+    # Two runs of "C beats B" and "D beats C" whose three seeds each agree closely, in opposite
+    # directions for C beats B; D beats C has a large seed sd in both. The bootstrap intervals (as
+    # committed) say reproduced in one run and contradicted in the other; pooled over both claims,
+    # the seed sd is large and both runs read inconclusive.
+    columns = "key,ours: err(Y) - err(X),CI low,CI high,n_seeds,seed sd of the difference\n"
+    (tmp_path / "one.csv").write_text(columns + "C_beats_B,-1.0,-1.4,-0.6,3,0.3\nD_beats_C,0.5,-2.0,3.0,3,2.5\n")
+    (tmp_path / "two.csv").write_text(columns + "C_beats_B,0.9,0.5,1.3,3,0.3\nD_beats_C,0.2,-2.0,2.5,3,2.5\n")
+    verdict_stability.main([f"one={tmp_path / 'one.csv'}", f"two={tmp_path / 'two.csv'}"])
+    out = capsys.readouterr().out
+    assert "| bootstrap | 1 of 2 | 1 | 0/1/1 | 1/0/1 |" in out
+    assert "| pooled t | 0 of 2 | 0 | 0/0/2 | 0/0/2 |" in out
+    # Own sd 0.3 with 2 df: t(2) * 0.3 / sqrt(3) = 0.75, so one run still excludes 0 on its own.
+    assert "| own t | 1 of 2 | 1 | 0/1/1 | 1/0/1 |" in out

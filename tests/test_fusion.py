@@ -269,6 +269,46 @@ def test_two_level_bootstrap_widens_with_seed_to_seed_variance():
                                           pytest.approx(np.std(gains, ddof=1), rel=1e-9))
 
 
+def test_pooled_seed_variance_pools_the_sums_of_squares():
+    # Own variances 1 (df 2) and 12 (df 2): pooled (2 + 24) / 4.
+    assert stats.pooled_seed_variance([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]) == (pytest.approx(6.5), 4)
+    assert stats.pooled_seed_variance([[1.0, 3.0], [0.0, 0.0, 6.0]]) == (pytest.approx((2.0 + 24.0) / 3), 3)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        stats.pooled_seed_variance([[1.0, 2.0], [3.0]])
+
+
+def test_seed_t_interval_without_seed_variance_is_the_image_bootstrap():
+    # Three identical trainings: no seed variance, so the interval is the one-level paired
+    # bootstrap's (normal against percentile: equal within Monte-Carlo error at 3000 images).
+    rng = np.random.default_rng(0)
+    a, b = seed_outcomes(3000, 0.20, 0.18, rng)
+    three_a, three_b = np.stack([a] * 3), np.stack([b] * 3)
+    variance, df = stats.pooled_seed_variance([stats.per_seed_differences(three_a, three_b)])
+    assert variance == 0.0
+    diff, low, high = stats.paired_bootstrap(a, b, 20000, 0, 0.95)
+    t_low, t_high = stats.seed_t_interval(diff, variance, df, 3, stats.image_variance(three_a, three_b), 0.95)
+    assert t_low == pytest.approx(low, abs=0.1) and t_high == pytest.approx(high, abs=0.1)
+
+
+def test_seed_t_interval_widens_with_seed_variance_and_with_fewer_degrees_of_freedom():
+    # A seed sd of 2 points over 3 seeds on top of a 0.5-point image sd: the normal half-width would
+    # be 1.96 * sqrt(4/3 + 0.25); few degrees of freedom for that sd widen it (t), many approach it.
+    half = [stats.seed_t_interval(1.0, 4.0, df, 3, 0.25, 0.95)[1] - 1.0 for df in (2, 12, 10_000)]
+    normal = 1.959964 * (4.0 / 3 + 0.25) ** 0.5
+    assert half[0] > half[1] > half[2] == pytest.approx(normal, rel=1e-3)
+    # Welch-Satterthwaite: df 2 for the seed part alone gives t(2), a known image part a little more df.
+    assert stats.seed_t_interval(0.0, 4.0, 2, 3, 0.0, 0.95)[1] == pytest.approx(4.302653 * (4.0 / 3) ** 0.5)
+    assert half[0] < 4.302653 * (4.0 / 3 + 0.25) ** 0.5
+    assert stats.seed_t_interval(0.5, 0.0, 2, 3, 0.0, 0.95) == (0.5, 0.5)
+
+
+def test_image_variance_is_the_variance_of_the_mean_paired_difference():
+    a = np.array([[0, 0, 1, 1], [0, 1, 1, 1]])
+    b = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    per_image = 100.0 * np.array([1.0, 0.5, 0.0, -0.5])  # b - a averaged over the two seeds
+    assert stats.image_variance(a, b) == pytest.approx(per_image.var() / 4)
+
+
 def test_seed_agreement_counts_seeds_with_the_sign_of_the_mean_difference():
     a = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])  # baseline right on 2, 3, 4 of 4
     b = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]])  # b gains 50, 25, -25 points

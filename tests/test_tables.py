@@ -342,6 +342,28 @@ def test_claims_verdicts_are_computed_from_the_interval(computed):
     assert claims.loc["depth_B_beats_A", "paper: err(Y) - err(X)"] == pytest.approx(29.6 - 28.7)
 
 
+def test_claims_pool_the_seed_variance_over_claims_of_a_kind(computed):
+    claims = computed[3]
+    k = len(SEEDS)
+    # Evaluations of the same nets against comparisons of different trainings: two pools.
+    assert claims.loc["multi_scale_D", tables.POOL] == tables.SAME_NETS
+    assert claims.loc["mc_dense_beats_mc_E", tables.POOL] == tables.SAME_NETS
+    assert claims.loc["C_beats_B", tables.POOL] == tables.OTHER_NETS
+    assert claims.loc["fusion_beats_best_net", tables.POOL] == tables.OTHER_NETS
+    for _, rows in claims.groupby(tables.POOL):
+        pooled = np.sqrt(np.mean(rows[tables.SEED_SD] ** 2))
+        assert rows[tables.POOLED_SD].tolist() == pytest.approx([pooled] * len(rows))
+        assert (rows[tables.POOLED_DF] == len(rows) * (k - 1)).all()
+        for _, row in rows.iterrows():
+            diff = row["ours: err(Y) - err(X)"]
+            assert diff - row["CI low"] == pytest.approx(row["CI high"] - diff)
+            # Never narrower than the seed part alone, at the normal quantile.
+            assert row["CI high"] - diff >= 1.959964 * pooled / np.sqrt(k) - 1e-9
+    # The two-level bootstrap stays beside it, around the same difference.
+    assert (claims[tables.BOOT_LOW] <= claims["ours: err(Y) - err(X)"] + 1e-9).all()
+    assert (claims[tables.BOOT_HIGH] >= claims["ours: err(Y) - err(X)"] - 1e-9).all()
+
+
 def test_b5x5_claim_compares_centre_crops_with_the_papers_difference_from_its_text(synthetic, computed):
     claims = computed[3]
     row = claims.loc["b_beats_b5x5"]
@@ -362,7 +384,11 @@ def test_the_s256_part_has_table3s_s256_rows_and_only_the_claims_on_them(synthet
     assert list(found.claims.index) == ["lrn_does_not_help", "depth_E_beats_A", "depth_B_beats_A", "C_beats_B",
                                         "D_beats_C", "b_beats_b5x5"]
     full = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds")
-    pd.testing.assert_frame_equal(found.claims, full.claims.loc[found.claims.index])
+    # The same differences; the part pools the seed variance over its own claims only.
+    same = [c for c in found.claims.columns if c not in ("CI low", "CI high", tables.POOLED_SD, tables.POOLED_DF,
+                                                         "verdict")]
+    pd.testing.assert_frame_equal(found.claims[same], full.claims.loc[found.claims.index, same])
+    assert found.claims[tables.POOLED_DF].tolist() == [len(found.claims) * (len(SEEDS) - 1)] * len(found.claims)
     # Another seed set is another set of trainings: seed 1 alone gives seed 1's errors.
     one = tables.classification(load_params(synthetic / "params.yaml"), synthetic / "preds", seeds=[1], part="s256")
     assert one.frames["table3"][tables.OURS_TOP1].tolist() == pytest.approx(
@@ -544,6 +570,14 @@ def test_localisation_claims_are_the_mean_over_seeds_and_one_seed_is_the_one_lev
     assert row[tables.SEEDS_AGREE] == f"{agree}/{len(SEEDS)}"
     assert frame.loc["table8.SCR-fc_384", tables.LOC_ERR_SD] == pytest.approx(
         np.std([frame.loc["table8.SCR-fc_384", tables.SEED_LOC.format(k)] for k in SEEDS], ddof=1))
+    # Several seeds: the seed variance pooled over the claims on different nets (all but the two scales
+    # of the same nets), and the interval around the mean.
+    others = claims[claims[tables.POOL] == tables.OTHER_NETS]
+    assert list(others.index) == ["pcr_beats_scr", "all_layers_beat_fc", "s384_beats_s256", "fusion_beats_best"]
+    assert others[tables.POOLED_SD].tolist() == pytest.approx([np.sqrt(np.mean(others[tables.SEED_SD] ** 2))] * 4)
+    assert claims.loc["two_scales_beat_one", tables.POOL] == tables.SAME_NETS
+    assert row["CI low"] < row["ours: err(X) - err(Y)"] < row["CI high"]
+    assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"])
     # One seed: exactly the one-level paired bootstrap over test images (the previous single-training claims).
     one = tables.localisation_claims({0: preds[0]}, {0: dense[0]}, 500, 0, 0.95, rows)
     expected = stats.paired_bootstrap(preds[0]["SCR-fc_384"]["hits"], preds[0]["PCR-fc_384"]["hits"], 500, 100, 0.95)

@@ -51,7 +51,8 @@ def claims_page(claims, confidence, samples, margin, n_seeds):
         "The paper's claims, tested",
         stats.VERDICT_RULES.format(n_seeds=n_seeds, confidence=confidence, samples=samples, margin=margin)
         + "\n\nX beats Y: the difference is err(Y) - err(X) in top-1 error points (positive = X better). "
-        "[The claims at a glance](claims_forest.png), beside the paper's differences.", claims)
+        "[The claims at a glance](claims_forest.png), beside the paper's differences.",
+        claims.drop(columns=[tables.POOL, tables.POOLED_DF, tables.BOOT_LOW, tables.BOOT_HIGH], errors="ignore"))
 
 
 def markdown(frame, index=False, **tabulate_options):
@@ -143,7 +144,8 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         f"bf16 {'on' if schedules['train'].bf16 else 'off'}.",
         f"- **Trainings**: every net of Tables 3-7 is trained once per seed, {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}; `seeds`), B-E of a seed from A of the same seed; tables give the "
-        "mean and the seed-to-seed sd, the claims a two-level bootstrap over seeds and test images. "
+        "mean and the seed-to-seed sd, the claims an interval from the seed variance pooled over claims of a "
+        "kind and the test images' variance ([how](claims.md)). "
         "Localisation (App. A) trains a net per seed of `localisation_seeds`, from D of that seed; transfer "
         f"(App. B) uses the nets of seed {seeds[0]}.",
     ]
@@ -157,7 +159,8 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
               for name, title in TABLE_TITLES.items()]
     lines += [
         f"- [Claims](claims.md) ([csv](claims.csv), [figure](claims_forest.png)): each conclusion of the paper "
-        f"with our difference and its {confidence:.0%} two-level (seeds, images) bootstrap interval: "
+        f"with our difference and its {confidence:.0%} interval (seed variance pooled over the claims of a kind, "
+        f"plus the test images'): "
         + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "contradicted", "inconclusive")) + ".",
         *appendices,
         f"- Flat metrics: `{metrics_path}`", "",
@@ -240,12 +243,15 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
         "almost only the box.", "",
         markdown(table9.drop(columns=tables.loc_per_seed_columns(table9)), floatfmt=".2f"), "",
         "## Claims", "",
-        f"err(X) - err(Y) in points (positive: Y better), the mean over seeds; {confidence:.0%} percentile "
-        f"interval from {samples:,} " + ("two-level bootstrap resamples (seeds, then test images, X and Y paired "
-                                         "within a seed and an image)" if n > 1 else
-                                         "paired bootstrap resamples of the test images")
+        f"err(X) - err(Y) in points (positive: Y better), the mean over seeds; {confidence:.0%} "
+        + ("Student-t interval from the seed-to-seed variance pooled over the claims of a kind and the test "
+           "images' variance, as the classification claims ([rules](claims.md)); the two-level bootstrap "
+           "stays in the CSV" if n > 1 else
+           f"percentile interval from {samples:,} paired bootstrap resamples of the test images")
         + "; reproduced if it lies above 0, contradicted if below, else inconclusive.", "",
-        markdown(claims, index=True, floatfmt=".2f"),
+        markdown(claims.drop(columns=[tables.POOL, tables.POOLED_DF, tables.BOOT_LOW, tables.BOOT_HIGH]
+                             + ([tables.POOLED_SD] if n == 1 else []), errors="ignore"),
+                 index=True, floatfmt=".2f"),
     ]
     if training is not None and len(training):
         lr = ", ".join(f"{v:g}" for v in training["initial lr"].unique())

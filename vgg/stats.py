@@ -80,15 +80,57 @@ def seed_paired_bootstrap(correct_a, correct_b, samples, seed, confidence):
     return float(100.0 * (b - a).double().mean().item()), float(low), float(high)
 
 
+def per_seed_differences(correct_a, correct_b):
+    """err(a) - err(b) in points, one per seed (row), from K x N paired 0/1 outcomes."""
+    a, b = torch.as_tensor(correct_a).double(), torch.as_tensor(correct_b).double()
+    return (100.0 * (b - a).mean(1)).tolist()
+
+
 def seed_agreement(correct_a, correct_b):
     """(seeds whose err(a) - err(b) has the sign of the mean over seeds, K, the seed-to-seed sd of
     that difference in points; 0 for one seed) from K x N outcomes as `seed_paired_bootstrap`'s."""
-    a, b = torch.as_tensor(correct_a).double(), torch.as_tensor(correct_b).double()
-    per_seed = 100.0 * (b - a).mean(1)
+    per_seed = torch.as_tensor(per_seed_differences(correct_a, correct_b), dtype=torch.float64)
     sign = torch.sign(per_seed.mean())
     agree = int((torch.sign(per_seed) == sign).sum()) if sign != 0 else int((per_seed == 0).sum())
     sd = float(per_seed.std()) if len(per_seed) > 1 else 0.0
     return agree, len(per_seed), sd
+
+
+def image_variance(correct_a, correct_b):
+    """The variance (points^2) that resampling the test images gives err(a) - err(b), the mean over
+    seeds of K x N paired outcomes: one test set serves every seed, so this part does not shrink with K."""
+    a, b = torch.as_tensor(correct_a).double(), torch.as_tensor(correct_b).double()
+    per_image = 100.0 * (b - a).mean(0)  # +1 where only b is right: err(a) - err(b) as seed_paired_bootstrap
+    return float(per_image.var(unbiased=False)) / per_image.numel()
+
+
+def pooled_seed_variance(per_seed_differences):
+    """(s^2, df): the seed-to-seed variance of a difference pooled over several differences, each an
+    array of its K per-seed values (K >= 2), df = the sum of K - 1. Three seeds give a difference's own
+    sd 2 degrees of freedom, so its sd is drawn anywhere from about 0.16x to 1.9x the truth (chi with 2
+    df); pooling over comparisons that share a noise source (trainings of the same recipe) is the
+    standard remedy (a pooled variance, as in the two-sample t; Smyth 2004 shrinks towards it)."""
+    rows = [np.asarray(d, dtype=float) for d in per_seed_differences]
+    if not rows or any(len(d) < 2 for d in rows):
+        raise ValueError("a pooled seed variance needs at least one difference of at least 2 seeds")
+    df = sum(len(d) - 1 for d in rows)
+    return float(sum(d.var(ddof=1) * (len(d) - 1) for d in rows) / df), df
+
+
+def seed_t_interval(diff, seed_variance, seed_df, n_seeds, image_var, confidence):
+    """(low, high): a Student-t `confidence` interval around a mean over `n_seeds` trainings whose
+    seed-to-seed variance is `seed_variance` (estimated with `seed_df` degrees of freedom) and whose
+    shared test set adds `image_var` (image_variance). The two parts add; the degrees of freedom are
+    Welch-Satterthwaite's (the image part is known: infinite df), so with no seed variance this is the
+    normal interval of the one-level paired bootstrap, and a seed variance from few df widens it."""
+    from scipy.stats import t
+    seed_part = seed_variance / n_seeds
+    total = seed_part + image_var
+    if total == 0:
+        return float(diff), float(diff)
+    df = np.inf if seed_part == 0 else total ** 2 / (seed_part ** 2 / seed_df)
+    half = float(t.ppf(0.5 + confidence / 2, df)) * total ** 0.5
+    return float(diff - half), float(diff + half)
 
 
 def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confidence):
@@ -133,12 +175,17 @@ def verdict(ci_low, ci_high, claim="better", margin=None):
 
 VERDICT_RULES = (
     "**How a verdict is reached.** Every net is trained once per seed of `seeds` ({n_seeds} here); the "
-    "difference between X and Y is the mean over seeds of their paired difference on the same test images, "
-    "and its {confidence:.0%} interval comes from {samples:,} two-level bootstrap resamples: seeds drawn "
-    "with replacement, then test images, X and Y always paired within a seed and an image "
-    "(`vgg.stats.seed_paired_bootstrap`), so it covers training-to-training variance as well as the test "
-    "set's. Beside it: how many seeds agree in sign with the mean, and the seed-to-seed sd of the "
-    "difference.\n\n"
+    "difference between X and Y is the mean over seeds of their paired difference on the same test images. "
+    "Its {confidence:.0%} interval is a Student-t interval with two parts (`vgg.stats.seed_t_interval`): "
+    "the seed-to-seed variance of the difference, **pooled over the claims of its kind** (X and Y the same "
+    "trained nets evaluated two ways, or different trained nets; `pooled seed sd` with `pooled df` in the "
+    "CSV), divided by the number of seeds, plus the variance of resampling the shared test images; the "
+    "degrees of freedom are Welch-Satterthwaite's. A claim's own seed sd rests on seeds - 1 degrees of "
+    "freedom (2 with three seeds), too few to trust alone: two disjoint seed sets each agreed 3/3 in sign "
+    "on opposite verdicts with it ([docs](../docs/verdict_stability.md)). The two-level bootstrap "
+    "(seeds, then images; {samples:,} resamples, `vgg.stats.seed_paired_bootstrap`) stays in the CSV "
+    "beside it. One seed: the paired bootstrap over test images alone. Beside each claim: how many seeds "
+    "agree in sign with the mean, and the claim's own seed-to-seed sd.\n\n"
     "- A claim 'X beats Y' is **reproduced** if the interval lies above 0, **contradicted** if it lies "
     "below 0, else **inconclusive**.\n"
     "- A claim 'X does not help' (X no better than Y) is an equivalence test with a margin of {margin:g} "

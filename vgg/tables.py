@@ -318,17 +318,32 @@ def find_result(results, ref):
 
 
 SEEDS_AGREE, SEED_SD = "seeds agreeing in sign", "seed sd of the difference"
+POOLED_SD, POOLED_DF, POOL = "pooled seed sd", "pooled df", "pooled with"
+BOOT_LOW, BOOT_HIGH = "bootstrap CI low", "bootstrap CI high"
+SAME_NETS, OTHER_NETS = "same trained nets", "different trained nets"
+
+
+def trained_nets(result):
+    """The trained nets (net/train S) behind a row: one for Tables 3-5, each member for Table 6."""
+    return frozenset(member.rsplit("/", 1)[0] for member in result.members)
 
 
 def claims(results, samples, seed, confidence, margin, only_available=False):
     """Each claim of CLAIMS with our top-1 error difference err(Y) - err(X) in points (the mean over
-    seeds), its two-level bootstrap interval (seeds, then test images; vgg.stats.seed_paired_bootstrap),
-    how many seeds agree with its sign and the seed-to-seed sd, the paper's difference, and the verdict
-    ("not better" claims: equivalence within `margin` points, vgg.stats.verdict). `only_available`
-    skips the claims on rows not in `results` (a part of the tables)."""
+    seeds), its interval, how many seeds agree with its sign and the seed-to-seed sd, the paper's
+    difference, and the verdict ("not better" claims: equivalence within `margin` points,
+    vgg.stats.verdict). `only_available` skips the claims on rows not in `results` (a part of the tables).
+
+    The interval: with one seed, the paired bootstrap over test images (vgg.stats.paired_bootstrap).
+    With K >= 2 seeds, a Student-t interval whose seed part is the seed-to-seed variance pooled over the
+    claims of the same kind (X and Y the same trained nets, evaluated two ways; or different trained
+    nets) and whose test-set part is the images' (vgg.stats.seed_t_interval). Why pooled: three seeds
+    give each claim's own sd 2 degrees of freedom; the two-level percentile bootstrap on them (kept
+    beside it, vgg.stats.seed_paired_bootstrap) trusted a chance small sd, and two disjoint seed sets
+    then gave "C beats B" opposite verdicts, each 3/3 in sign (docs/verdict_stability.md)."""
     from .paper import text_differences
     text_diffs = text_differences()
-    records = []
+    records, outcomes = [], {}
     for i, (key, text, direction, x_ref, y_ref) in enumerate(CLAIMS):
         try:
             x, y = find_result(results, x_ref), find_result(results, y_ref)
@@ -341,12 +356,36 @@ def claims(results, samples, seed, confidence, margin, only_available=False):
         diff, low, high = stats.seed_paired_bootstrap(y.by_seed1, x.by_seed1, samples, seed + i, confidence)
         agree, n, sd = stats.seed_agreement(y.by_seed1, x.by_seed1)
         paper_diff = text_diffs[key] if key in text_diffs else y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1]
+        kind = SAME_NETS if trained_nets(x) == trained_nets(y) else OTHER_NETS
+        outcomes[key] = (y.by_seed1, x.by_seed1, direction, kind)
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
                         "paper: err(Y) - err(X)": round(paper_diff, 4),
                         "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
-                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd,
-                        "verdict": stats.verdict(low, high, direction, margin)})
-    return pd.DataFrame(records).set_index("key")
+                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, POOL: kind if n > 1 else "",
+                        POOLED_SD: float("nan"), POOLED_DF: float("nan"), BOOT_LOW: low, BOOT_HIGH: high})
+    frame = pd.DataFrame(records).set_index("key") if records else pd.DataFrame(records)
+    return pooled_verdicts(frame, outcomes, "ours: err(Y) - err(X)", confidence, margin)
+
+
+def pooled_verdicts(frame, outcomes, diff_column, confidence, margin=None):
+    """`frame` (one row per claim, K seeds) given each claim's pooled t interval and its verdict.
+
+    `outcomes`: {key: (a, b, direction, kind)}, a and b the K x N outcomes whose err(a) - err(b) is
+    `diff_column`. The seed-to-seed variance is pooled over the claims of a kind (vgg.stats.
+    pooled_seed_variance); one seed keeps the paired bootstrap interval already in the frame."""
+    for kind in (SAME_NETS, OTHER_NETS):
+        keys = [k for k, o in outcomes.items() if o[3] == kind and frame.at[k, N_SEEDS] > 1]
+        if not keys:
+            continue
+        variance, df = stats.pooled_seed_variance([stats.per_seed_differences(*outcomes[k][:2]) for k in keys])
+        for k in keys:
+            low, high = stats.seed_t_interval(frame.at[k, diff_column], variance, df, frame.at[k, N_SEEDS],
+                                              stats.image_variance(*outcomes[k][:2]), confidence)
+            frame.loc[k, ["CI low", "CI high", POOLED_SD, POOLED_DF]] = [low, high, variance ** 0.5, df]
+    if len(frame):
+        frame["verdict"] = [stats.verdict(frame.at[k, "CI low"], frame.at[k, "CI high"], outcomes[k][2], margin)
+                            for k in frame.index]
+    return frame
 
 
 def scale_errors(paper, reads):
@@ -770,8 +809,8 @@ def loc_per_seed_columns(frame):
 # (key, claim, paper's difference err(X) - err(Y), X outcomes, Y outcomes): X is the baseline.
 def localisation_claims(loc_preds, dense, samples, seed, confidence, paper):
     """The appendix's localisation conclusions, each with err(X) - err(Y) in points (positive: Y
-    better; the mean over seeds), its two-level bootstrap interval (seeds, then test images, X and Y
-    paired within a seed and an image: vgg.stats.seed_paired_bootstrap), how many seeds agree in sign
+    better; the mean over seeds), its interval (one seed: the paired bootstrap over test images; several:
+    the pooled t interval of `claims`, the two-level bootstrap beside it), how many seeds agree in sign
     and the seed-to-seed sd, the paper's difference (from `paper`, vgg.paper.localisation_rows()), and
     the verdict. `loc_preds`, `dense`: {seed: record} as table8 and table9 take them."""
     seeds = list(dense)
@@ -791,25 +830,29 @@ def localisation_claims(loc_preds, dense, samples, seed, confidence, paper):
     specs = [
         # Table 8's comparisons at the paper's S=384.
         ("pcr_beats_scr", "PCR beats SCR (Table 8, fc6-fc8 fine-tuned, S=384)", gap("T8", 1, 2),
-         hits("SCR-fc_384"), hits("PCR-fc_384")),
+         hits("SCR-fc_384"), hits("PCR-fc_384"), OTHER_NETS),
         ("all_layers_beat_fc", "fine-tuning all layers beats fc6-fc8 only (Table 8, PCR, S=384)", gap("T8", 2, 3),
-         hits("PCR-fc_384"), hits("PCR-all_384")),
+         hits("PCR-fc_384"), hits("PCR-all_384"), OTHER_NETS),
         ("s384_beats_s256", "S=384 beats S=256 (Table 9, top-5, Q=S)", gap("T9", 1, 2),
-         top5("256/256"), top5("384/384")),
+         top5("256/256"), top5("384/384"), OTHER_NETS),
+        # The same S=384 nets at one test scale and at two.
         ("two_scales_beat_one", "two test scales beat one (Table 9, S=384: Q=352,384 vs 384, top-5)", gap("T9", 2, 3),
-         top5("384/384"), top5("384/352,384")),
+         top5("384/384"), top5("384/352,384"), SAME_NETS),
         # The paper's fusion row against its best single row (Q=352,384), as Table 9 prints them.
         ("fusion_beats_best", f"fusion beats the best single net (Table 9, top-5; ours: {best})", gap("T9", 3, 4),
-         top5(best), top5("fusion 256/256 + 384/352,384")),
+         top5(best), top5("fusion 256/256 + 384/352,384"), OTHER_NETS),
     ]
     records = []
-    for i, (key, text, paper_diff, x, y) in enumerate(specs):
+    outcomes = {}
+    for i, (key, text, paper_diff, x, y, kind) in enumerate(specs):
         diff, low, high = stats.seed_paired_bootstrap(x, y, samples, seed + 100 + i, confidence)
         agree, n, sd = stats.seed_agreement(x, y)
+        outcomes[key] = (x, y, "better", kind)
         records.append({"key": key, "claim": text, "paper: err(X) - err(Y)": round(paper_diff, 4),
                         "ours: err(X) - err(Y)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
-                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, "verdict": stats.verdict(low, high)})
-    return pd.DataFrame(records).set_index("key")
+                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, POOL: kind if n > 1 else "",
+                        POOLED_SD: float("nan"), POOLED_DF: float("nan"), BOOT_LOW: low, BOOT_HIGH: high})
+    return pooled_verdicts(pd.DataFrame(records).set_index("key"), outcomes, "ours: err(X) - err(Y)", confidence)
 
 
 def localisation_metrics(table8_frame, table9_frame, claims):
