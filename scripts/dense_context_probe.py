@@ -4,7 +4,7 @@ Dense evaluation differs from evaluating the same windows as crops in two ways, 
 separates them on one split (the validation split by default; the claims use the test split):
 
 - context: a cell of the dense score map sees the whole image through its receptive field
-  (`vgg.tables.receptive_field`: 4 crops for D at crop 28, 1.8 at 224), a crop sees zero padding
+  (`vgg.models.receptive_field`: 4 crops for D at crop 28, 1.8 at 224), a crop sees zero padding
   beyond its border, as every training crop did;
 - aggregation: §3.2 averages the class scores over the map, then takes the soft-max; averaging the
   per-cell posteriors is the other reading (Table 1 ends each net with a soft-max layer).

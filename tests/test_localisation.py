@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from PIL import Image
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from vgg import localisation, models
 from vgg.data import ImageSet
 from vgg.localisation import boxes_from_crop, boxes_to_crop, greedy_merge, paired_iou
-from vgg.transforms import TrainTransform, rescaled_size
+from vgg.transforms import TestTransform, TrainTransform, rescaled_size
 
 MEAN = [0.0, 0.0, 0.0]
 
@@ -172,6 +172,37 @@ def test_dense_boxes_sit_at_their_window_of_a_larger_image():
         x0, y0 = j * 4 + 14 - 3.5, i * 4 + 14 - 7
         expected = torch.tensor([x0, y0, x0 + 7, y0 + 14]) * scale
         assert torch.allclose(boxes[0, cell, 0], expected, atol=1e-4)
+
+
+def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
+    # At crop 28 a conv unit of A sees more than the crop, so each of the 3 x 3 windows of a 36-px
+    # image is cut out and regressed as a crop: its box is the crop's box moved to the window.
+    torch.manual_seed(0)
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
+    loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
+    images = torch.randint(0, 256, (2, 3, 36, 36), dtype=torch.uint8)
+    split = {"kind": "tensor", "images": images, "labels": torch.zeros(2), "boxes": torch.zeros(2, 4),
+             "classes": ["a", "b", "c"]}
+    dense = localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN, "PCR", 5, "cpu")
+    boxes = torch.stack([b for b, _ in dense])  # 2 x 9 x 3 x 4, image pixels (= input pixels here)
+    x = TestTransform(36, MEAN)(images)
+    with torch.no_grad():
+        fcn = loc.forward_dense(x).view(2, 3, 4, 3, 3)  # the fully convolutional cells, for contrast
+        for cell in range(9):
+            i, j = divmod(cell, 3)
+            out = loc(x[..., 4 * i:4 * i + 28, 4 * j:4 * j + 28]).view(2, 3, 4)
+            expected = box_convert(out.double() * 28, "cxcywh", "xyxy") + torch.tensor([4 * j, 4 * i] * 2)
+            assert torch.allclose(boxes[:, cell].double(), expected, atol=1e-3)
+            if cell != 4:  # off-centre cells of the dense map see past their window's edges
+                assert not torch.allclose(fcn[..., i, j], out, atol=1e-3)
+
+
+def test_windows_are_cut_out_only_where_a_conv_unit_sees_past_the_crop():
+    # D's last conv unit: 88 px at crop 28 (2 pools kept), 212 px at crop 224 (all 5, §A.2's dense nets).
+    small = models.build_model("D", width=1 / 64, fc_width=1, num_classes=1, crop=28)
+    full = models.build_model("D", width=1 / 64, fc_width=1, num_classes=1, crop=224)
+    assert models.receptive_field(small)[0] == 88 and localisation.window_crops(small)
+    assert models.receptive_field(full)[0] == 212 and not localisation.window_crops(full)
 
 
 def test_localisation_hits_need_the_right_class_and_overlap():

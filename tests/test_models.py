@@ -7,7 +7,8 @@ from torch import nn
 from vgg import models
 from vgg.models import (CONFIGS, LocalResponseNorm, build_model, count_parameters, depth, init_from_net_a,
                         initialise)
-from vgg.tables import receptive_field, table1
+from vgg.models import receptive_field
+from vgg.tables import table1
 
 # Table 2 (exact counts at 1000 classes, 224 crop, FC 4096).
 TABLE_2 = {

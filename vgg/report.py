@@ -2,8 +2,8 @@
 import pandas as pd
 
 from . import figures, paper, params, stats, tables
-from .models import build_model, pools_for_crop
-from .tables import receptive_field, table1
+from .models import build_model, pools_for_crop, receptive_field
+from .tables import table1
 
 
 
@@ -25,7 +25,7 @@ def table1_page(model):
 
 
 def receptive_field_section(model):
-    """What dropping pools does not keep: the receptive field relative to the crop (vgg.tables.receptive_field)."""
+    """What dropping pools does not keep: the receptive field relative to the crop (vgg.models.receptive_field)."""
     crop, records = model["crop"], []
     for net in ("A", "B", "C", "D", "E"):
         record = {"ConvNet": net}

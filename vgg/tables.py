@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from . import fusion, io, params, stats, transfer
 from .models import FULL_POOLS, build_model, count_parameters, depth, describe_layers
@@ -434,25 +433,6 @@ def metrics(tables, claims=None):
 # ---------------------------------------------------------------- Tables 1-2: from the code
 
 TABLE1_NETS = ("A", "A-LRN", "B", "C", "D", "E")
-
-
-def receptive_field(model):
-    """(last conv map unit, class-score cell) receptive fields of a built net, in input pixels.
-
-    At crop 224 a unit of D's last conv map sees 212 px, inside the crop it was trained on; a
-    score cell (fc6 as a 7 x 7 conv) sees 404 px. Keeping the 7 x 7 map at crop 28 by dropping
-    pools keeps every conv but not this ratio: D's last conv unit sees 88 px (3.1 crops), its score
-    cell 112 px (4 crops). So a cell of a dense score map at Q > crop sees image content that no
-    zero-padded training crop showed it (docs/scaled_default.md: dense evaluation and context).
-    """
-    field, jump = 1, 1
-    for layer in model.features:
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-            kernel = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
-            stride = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
-            field += (kernel - 1) * jump
-            jump *= stride
-    return field, field + (model.kernel - 1) * jump
 
 
 def table1(width=1.0, fc_width=4096, num_classes=1000, nets=TABLE1_NETS, pools=FULL_POOLS):
