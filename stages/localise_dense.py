@@ -22,12 +22,28 @@ ROWS = (("256/256", [("256", (256,))]),
         ("fusion 256/256 + 384/352,384", [("256", (256,)), ("384", (352, 384))]))
 
 
+def dense_posteriors(path, labels, scales):
+    """{Q: N x C} of an evaluate_dense posterior file at `scales`, checked to be dense and of these
+    test images (`labels`)."""
+    record = evaluate.load_posteriors(path)
+    if record["protocol"] != "dense":
+        raise io.StageError(f"{path}: {record['protocol']} posteriors, not dense")
+    if not torch.equal(record["labels"], torch.as_tensor(labels).long()):
+        raise io.StageError(f"{path}: posteriors of other test images than the test set's")
+    missing = [q for q in scales if q not in record["posteriors"]]
+    if missing:
+        raise io.StageError(f"{path}: no posteriors at Q={missing[0]} (has {record['scales']})")
+    return {q: record["posteriors"][q] for q in scales}
+
+
 @io.stage_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--loc", nargs=2, required=True, type=Path, help="PCR nets at S=256 and S=384")
     parser.add_argument("--cls", nargs=2, required=True, type=Path, help="classification nets D at S=256 and 384")
+    parser.add_argument("--cls-preds", nargs=2, required=True, type=Path,
+                        help="their dense posteriors (evaluate_dense), at every Q of the rows")
     parser.add_argument("--test", default="data/prepared/test.pt")
     parser.add_argument("--mean-rgb", default="data/mean_rgb.json")
     parser.add_argument("--out", required=True, type=Path)
@@ -35,7 +51,6 @@ def main(argv=None):
 
     all_params = params.load_params(args.params)
     loc = params.section(all_params, "localisation")
-    settings = params.section(all_params, "evaluate")
     stats = io.read_json(args.mean_rgb, "mean RGB file")
     try:
         test_set = localisation.with_boxes(data.load_split(args.test))
@@ -49,16 +64,17 @@ def main(argv=None):
             raise io.StageError(f"{loc_path}: not a localisation net (train_loc writes those)")
         nets[s] = (loc_model, record["regression"], models.load_model(cls_path)[0])
     labels, true = test_set.labels, test_set.split["boxes"]
+    scales = {s: sorted({q for _, parts in ROWS for net_s, qs in parts if net_s == s for q in qs}) for s in nets}
+    # The classification nets' posteriors at each Q, Table 3's (dense, image and flip averaged): those
+    # evaluate_dense saved, not computed again.
+    posteriors = {(s, q): p for s, path in zip(nets, args.cls_preds)
+                  for q, p in dense_posteriors(path, labels, scales[s]).items()}
     crop = nets["256"][0].crop
-    candidates, posteriors = {}, {}
+    candidates = {}
     for s, (loc_model, regression, cls_model) in nets.items():
-        for q in sorted({q for _, parts in ROWS for net_s, qs in parts if net_s == s for q in qs}):
-            px = pixels(q, crop)
-            candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, test_set, px, stats["mean"],
-                                                              regression, loc["batch_size"], device)
-            # The classification net's posteriors at Q, as in Table 3 (dense, image and flip averaged).
-            posteriors[s, q] = evaluate.dense_evaluate(cls_model, test_set, px, stats["mean"],
-                                                       settings["batch_size"], device, 0, settings["bf16"])
+        for q in scales[s]:
+            candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, test_set, pixels(q, crop),
+                                                              stats["mean"], regression, loc["batch_size"], device)
     rows = {}
     for label, parts in ROWS:
         keys = [(s, q) for s, qs in parts for q in qs]

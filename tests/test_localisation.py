@@ -332,3 +332,22 @@ def test_a_diverging_localisation_net_is_trained_again_at_a_tenth_of_the_lr():
     with pytest.raises(StageError, match="no boxes"):
         train_loc.fit_until_finite(other_error, 0.03, "net", lambda: "again", "D.pt")
     assert calls == [0.03]
+
+
+def test_localise_dense_reads_the_dense_posteriors_and_names_a_file_that_lacks_a_scale(tmp_path):
+    from stages.localise_dense import dense_posteriors
+    from vgg import evaluate
+    from vgg.io import StageError
+    labels = torch.tensor([0, 2, 1])
+    p = {q: torch.softmax(torch.randn(3, 3), 1) for q in (352, 384, 416)}
+    path = tmp_path / "D_384_dense.pt"
+    torch.save(evaluate.posterior_record("D_384", "D", (384, 384), "dense", p, labels), path)
+    got = dense_posteriors(path, labels, [352, 384])
+    assert sorted(got) == [352, 384] and torch.equal(got[352], p[352])
+    with pytest.raises(StageError, match=r"D_384_dense.pt: no posteriors at Q=256"):
+        dense_posteriors(path, labels, [256])
+    with pytest.raises(StageError, match="other test images"):
+        dense_posteriors(path, torch.tensor([0, 1, 1]), [384])
+    torch.save(evaluate.posterior_record("D_384", "D", (384, 384), "multi-crop", p, labels), path)
+    with pytest.raises(StageError, match="multi-crop posteriors, not dense"):
+        dense_posteriors(path, labels, [384])

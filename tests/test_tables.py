@@ -617,3 +617,16 @@ def test_localisation_claims_script_writes_the_reports_tables_for_any_seeds(synt
     assert list(claims.index) == ["pcr_beats_scr", "all_layers_beat_fc", "s384_beats_s256", "two_scales_beat_one",
                                   "fusion_beats_best"]
     assert (claims[tables.SEEDS_AGREE] == "1/1").all() and (pd.read_csv(both / "table9.csv")["n_seeds"] == 2).all()
+
+
+def test_pages_show_no_seed_sd_for_one_seed():
+    # One training per net has no seed-to-seed sd: the page leaves the column out (the CSV keeps 0).
+    from vgg import report
+    frame = pd.DataFrame({"setting": ["PCR-all_384", "SCR-fc_384"], tables.LOC_ERR: [0.97, 10.99],
+                          tables.LOC_ERR_SD: [0.0, 0.0], tables.N_SEEDS: [1, 1]})
+    assert tables.LOC_ERR_SD not in report.one_seed_without_sd(frame).columns
+    three = frame.assign(**{tables.N_SEEDS: [3, 3], tables.LOC_ERR_SD: [0.2, 1.5]})
+    assert report.one_seed_without_sd(three).equals(three)
+    page = report.results_page("Table 3", "one seed", pd.DataFrame(
+        {"ConvNet": ["A"], tables.OURS_TOP1: [17.9], tables.OURS_TOP1_SD: [0.0], tables.N_SEEDS: [1]}))
+    assert "sd" not in page and "17.90" in page

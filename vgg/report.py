@@ -81,13 +81,21 @@ def results_page(title, intro, frame, sections=None):
     """A Markdown page: title, what the numbers are, and the table (errors in %, 2 decimals,
     empty cells blank; each seed's own value only in the CSV); `sections` (heading -> row mask)
     splits it into sub-tables."""
-    frame = frame.drop(columns=tables.per_seed_columns(frame))
+    frame = one_seed_without_sd(frame.drop(columns=tables.per_seed_columns(frame)))
     page = f"# {title}\n\n{intro}\n"
     for heading, rows in (sections or {None: slice(None)}).items():
         part = frame[rows].dropna(axis=1, how="all")
         page += f"\n## {heading}\n" if heading else ""
         page += "\n" + markdown(part.astype(object).where(part.notna(), None), floatfmt=".2f", missingval="")
     return page
+
+
+def one_seed_without_sd(frame):
+    """The seed-to-seed sd columns ("± ...") dropped where every row has one seed: there is no sd to
+    show (the CSVs keep the column, 0)."""
+    if tables.N_SEEDS in frame.columns and (frame[tables.N_SEEDS].dropna() <= 1).all():
+        return frame.drop(columns=[c for c in frame.columns if str(c).startswith("± ")])
+    return frame
 
 
 def pixel_table(crop):
@@ -233,15 +241,19 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
         "targets are the whole object's box in the crop's coordinates, also past the crop's edge (OverFeat's "
         "regression, which App. A follows), and each net trains to its validation plateau.", "",
         "## Table 8: localisation nets, centre crop, true class's box", "",
-        markdown(table8.drop(columns=tables.loc_per_seed_columns(table8)), floatfmt=".2f"), "",
+        markdown(one_seed_without_sd(table8.drop(columns=tables.loc_per_seed_columns(table8))), floatfmt=".2f"), "",
         "## Table 9: dense localisation with greedy merging", "",
         "The PCR nets (all layers) and the classification nets D of the same S (and seed) applied densely at "
-        "each Q; boxes pooled over the row's scales (and both nets for the fusion), merged greedily, ranked "
+        "each Q, one box and one class score per crop-sized window, the windows 32 paper px apart (the output "
+        "stride). Where a conv unit sees past the crop (the default's 28-px crop, Table 1's receptive fields; "
+        "not at 224), the "
+        "localisation net sees each window cut out as the crop it was trained on; the classification net "
+        "stays fully convolutional (Table 3's dense evaluation). Boxes pooled over the row's scales (and both nets for the fusion), merged greedily, ranked "
         "by the classification nets' posteriors, each net counted once (a net's posteriors averaged over its "
         "scales, then the nets averaged; the paper ranks by its best classification system's top-5). "
         "With 10 classes the true class is nearly always among the top 5, so top-5 localisation error is "
         "almost only the box.", "",
-        markdown(table9.drop(columns=tables.loc_per_seed_columns(table9)), floatfmt=".2f"), "",
+        markdown(one_seed_without_sd(table9.drop(columns=tables.loc_per_seed_columns(table9))), floatfmt=".2f"), "",
         "## Claims", "",
         f"err(X) - err(Y) in points (positive: Y better), the mean over seeds; {confidence:.0%} "
         + ("Student-t interval from the seed-to-seed variance pooled over the claims of a kind and the test "
@@ -250,7 +262,7 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
            f"percentile interval from {samples:,} paired bootstrap resamples of the test images")
         + "; reproduced if it lies above 0, contradicted if below, else inconclusive.", "",
         markdown(claims.drop(columns=[tables.POOL, tables.POOLED_DF, tables.BOOT_LOW, tables.BOOT_HIGH]
-                             + ([tables.POOLED_SD] if n == 1 else []), errors="ignore"),
+                             + ([tables.POOLED_SD, tables.SEED_SD] if n == 1 else []), errors="ignore"),
                  index=True, floatfmt=".2f"),
     ]
     if training is not None and len(training):
