@@ -8,7 +8,7 @@ from torchvision.ops import box_convert, box_iou
 from vgg import localisation, models
 from vgg.data import ImageSet
 from vgg.localisation import boxes_from_crop, boxes_to_crop, greedy_merge, paired_iou
-from vgg.transforms import TestTransform, TrainTransform, rescaled_size
+from vgg.transforms import TestTransform as Rescaled, TrainTransform, rescaled_size
 
 MEAN = [0.0, 0.0, 0.0]
 
@@ -185,7 +185,7 @@ def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
              "classes": ["a", "b", "c"]}
     dense = localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN, "PCR", 5, "cpu")
     boxes = torch.stack([b for b, _ in dense])  # 2 x 9 x 3 x 4, image pixels (= input pixels here)
-    x = TestTransform(36, MEAN)(images)
+    x = Rescaled(36, MEAN)(images)  # TestTransform (aliased: pytest would collect a Test* class)
     with torch.no_grad():
         fcn = loc.forward_dense(x).view(2, 3, 4, 3, 3)  # the fully convolutional cells, for contrast
         for cell in range(9):
