@@ -21,7 +21,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
 
-    loc = params.section(params.load_params(args.params), "localisation")
+    all_params = params.load_params(args.params)
+    loc = params.section(all_params, "localisation")
+    bf16 = params.section(all_params, "evaluate")["bf16"]  # test-time precision, as classification's
     model, record = models.load_model(args.model)
     if "regression" not in record:
         raise io.StageError(f"{args.model}: not a localisation net (train_loc writes those)")
@@ -34,7 +36,7 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     labels, true = test_set.labels, test_set.split["boxes"]
     boxes = localisation.centre_crop_boxes(model, test_set, labels, pixels(scale, model.crop), stats["mean"],
-                                           record["regression"], loc["batch_size"], device)
+                                           record["regression"], loc["batch_size"], device, bf16)
     hits = localisation.iou_hits(boxes, true, loc["iou_threshold"])
     io.atomic_save({"run": args.model.stem, "replicate": record.get("replicate", 0),
                     "regression": record["regression"], "layers": record["layers"],

@@ -51,6 +51,7 @@ def main(argv=None):
 
     all_params = params.load_params(args.params)
     loc = params.section(all_params, "localisation")
+    bf16 = params.section(all_params, "evaluate")["bf16"]  # test-time precision, as classification's
     stats = io.read_json(args.mean_rgb, "mean RGB file")
     try:
         test_set = localisation.with_boxes(data.load_split(args.test))
@@ -74,7 +75,8 @@ def main(argv=None):
     for s, (loc_model, regression, cls_model) in nets.items():
         for q in scales[s]:
             candidates[s, q] = localisation.dense_predictions(loc_model, cls_model, test_set, pixels(q, crop),
-                                                              stats["mean"], regression, loc["batch_size"], device)
+                                                              stats["mean"], regression, loc["batch_size"], device,
+                                                              bf16)
     rows = {}
     for label, parts in ROWS:
         keys = [(s, q) for s, qs in parts for q in qs]

@@ -7,6 +7,7 @@ from torchvision.ops import box_convert, box_iou
 
 from vgg import localisation, models
 from vgg.data import ImageSet
+from vgg.device import bf16_native
 from vgg.localisation import boxes_from_crop, boxes_to_crop, greedy_merge, paired_iou
 from vgg.transforms import TestTransform as Rescaled, TrainTransform, rescaled_size
 
@@ -195,6 +196,26 @@ def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
             assert torch.allclose(boxes[:, cell].double(), expected, atol=1e-3)
             if cell != 4:  # off-centre cells of the dense map see past their window's edges
                 assert not torch.allclose(fcn[..., i, j], out, atol=1e-3)
+
+
+@pytest.mark.skipif(not bf16_native("cpu"), reason="this CPU has no native bf16 (oneDNN would emulate it)")
+def test_bf16_dense_localisation_keeps_the_fp32_boxes_and_scores_within_bf16_precision():
+    # Tables 8-9 are tested under autocast (evaluate.bf16) as the nets were trained: boxes move by
+    # bf16's rounding (8-bit mantissa, ~0.4% of a value), a small share of a 28-px crop, not more.
+    torch.manual_seed(0)
+    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
+    loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
+    images = torch.randint(0, 256, (4, 3, 36, 36), dtype=torch.uint8)
+    split = {"kind": "tensor", "images": images, "labels": torch.zeros(4), "boxes": torch.zeros(4, 4),
+             "classes": ["a", "b", "c"]}
+    runs = [localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN, "PCR", 5, "cpu", bf16=b)
+            for b in (False, True)]
+    (b32, s32), (b16, s16) = ([torch.stack([x[k] for x in run]) for k in (0, 1)] for run in runs)
+    assert not torch.equal(b32, b16)  # autocast did run in bf16
+    assert (b32 - b16).abs().max() < 0.5 and (s32 - s16).abs().max() < 0.02  # px; posterior
+    crops = [localisation.centre_crop_boxes(loc, ImageSet(split), torch.zeros(4, dtype=torch.long), 36, MEAN, "PCR",
+                                            2, "cpu", bf16=b) for b in (False, True)]
+    assert not torch.equal(*crops) and (crops[0] - crops[1]).abs().max() < 0.5
 
 
 def test_windows_are_cut_out_only_where_a_conv_unit_sees_past_the_crop():
