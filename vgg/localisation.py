@@ -257,7 +257,7 @@ def dense_predictions(loc_model, cls_model, dataset, scale, mean, regression, ba
     localisation net sees each of them as the crop it was trained on when its receptive field is
     wider than the crop (window_crops), else through its fully convolutional form. `bf16`: both nets
     under autocast where native (vgg.device), as classification's dense evaluation and the nets'
-    training; with channels_last, about 2x faster on a bf16 CPU than fp32 (docs/results.md)."""
+    training; with channels_last, 1.7x faster than fp32 on an AMD EPYC (docs/results.md)."""
     from .transforms import TestTransform
     loc_model, cls_model = _for_inference(loc_model, device), _for_inference(cls_model, device)
     transform = TestTransform(scale, mean)
