@@ -175,15 +175,21 @@ def test_dense_boxes_sit_at_their_window_of_a_larger_image():
         assert torch.allclose(boxes[0, cell, 0], expected, atol=1e-4)
 
 
-def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
-    # At crop 28 a conv unit of A sees more than the crop, so each of the 3 x 3 windows of a 36-px
-    # image is cut out and regressed as a crop: its box is the crop's box moved to the window.
+def pcr_net_and_random_images(n):
+    """A small net A (3 classes, crop 28), its PCR localisation net and n random 36-px images."""
     torch.manual_seed(0)
     net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
     loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
-    images = torch.randint(0, 256, (2, 3, 36, 36), dtype=torch.uint8)
-    split = {"kind": "tensor", "images": images, "labels": torch.zeros(2), "boxes": torch.zeros(2, 4),
+    images = torch.randint(0, 256, (n, 3, 36, 36), dtype=torch.uint8)
+    split = {"kind": "tensor", "images": images, "labels": torch.zeros(n), "boxes": torch.zeros(n, 4),
              "classes": ["a", "b", "c"]}
+    return net, loc, images, split
+
+
+def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
+    # At crop 28 a conv unit of A sees more than the crop, so each of the 3 x 3 windows of a 36-px
+    # image is cut out and regressed as a crop: its box is the crop's box moved to the window.
+    net, loc, images, split = pcr_net_and_random_images(2)
     dense = localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN, "PCR", 5, "cpu")
     boxes = torch.stack([b for b, _ in dense])  # 2 x 9 x 3 x 4, image pixels (= input pixels here)
     x = Rescaled(36, MEAN)(images)  # TestTransform (aliased: pytest would collect a Test* class)
@@ -202,12 +208,7 @@ def test_dense_windows_are_the_crops_the_localisation_net_was_trained_on():
 def test_bf16_dense_localisation_keeps_the_fp32_boxes_and_scores_within_bf16_precision():
     # Tables 8-9 are tested under autocast (evaluate.bf16) as the nets were trained: boxes move by
     # bf16's rounding (8-bit mantissa, ~0.4% of a value), a small share of a 28-px crop, not more.
-    torch.manual_seed(0)
-    net = models.build_model("A", width=0.0625, fc_width=32, num_classes=3, crop=28)
-    loc = localisation.localisation_net(net, "PCR", 3, 0.1, torch.Generator().manual_seed(1)).eval()
-    images = torch.randint(0, 256, (4, 3, 36, 36), dtype=torch.uint8)
-    split = {"kind": "tensor", "images": images, "labels": torch.zeros(4), "boxes": torch.zeros(4, 4),
-             "classes": ["a", "b", "c"]}
+    net, loc, _, split = pcr_net_and_random_images(4)
     runs = [localisation.dense_predictions(loc, net.eval(), ImageSet(split), 36, MEAN, "PCR", 5, "cpu", bf16=b)
             for b in (False, True)]
     (b32, s32), (b16, s16) = ([torch.stack([x[k] for x in run]) for k in (0, 1)] for run in runs)
