@@ -3,9 +3,12 @@
 `dvc repro` runs stages one after another and prints no times; a stage's outputs are written at its
 end, so the gap between one stage's newest output and the previous one's is that stage's time
 (the first stage's is counted from `--start`, a Unix time, when given). Stages restored from the
-cache or skipped keep old outputs: with `--start` they are left out.
+cache or skipped keep old outputs: with `--start` they are left out. Take `--start` to the nanosecond:
+whole seconds count files a `git clone` wrote in the same second as the start. Run this straight
+after the timed run: a later `dvc exp run` (which applies its results to the workspace) or `dvc
+checkout` rewrites the outputs and their times.
 
-    python -m scripts.stage_times [--start $(date +%s) taken before dvc repro]
+    python -m scripts.stage_times [--start $(date +%s.%N) taken before dvc repro]
 """
 import argparse
 import os
