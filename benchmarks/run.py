@@ -13,7 +13,9 @@
    precision;
 4. dense against 150-crop evaluation cost per test image, at the default params;
 5. one real epoch of the training stage for A and D, its wall time by section (batches,
-   validation, checkpoint, logging, steps).
+   validation, checkpoint, logging, steps);
+6. torch.compile against eager for a 150-crop pass per net, and whether the outputs are equal
+   bit for bit (an option the default does not take, docs/benchmarks.md).
 
 `--fp32` runs benchmarks 2, 3 and 5 in fp32 whatever params.yaml says (bf16 is used only where
 the device runs it natively, vgg/device.py).
@@ -356,6 +358,48 @@ def bench_evaluation(params_path, net, images, device):
           f"multi-crop costs {timings['multi-crop'] / timings['dense']:.1f}x dense")
 
 
+def _median_seconds(fn, device, repeats):
+    fn()
+    fn()  # the first calls compile (once per shape) and warm allocators
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_compiled(params_path, nets, device, repeats=20):
+    """torch.compile (TorchInductor) against eager for one 150-crop pass of evaluate.batch_size crops
+    per net, at the default width and precision: the option the default does not take
+    (docs/benchmarks.md: about 1.3-2.2x a pass on a 2-core Intel Xeon with AMX, bit-equal outputs,
+    but a few seconds' compiling per process and shape ate most of it at the stage level)."""
+    all_params = params.load_params(params_path)
+    model_params = params.section(all_params, "model")
+    settings = params.section(all_params, "evaluate")
+    bf16 = settings["bf16"] and devices.bf16_native(device)
+    crop = model_params["crop"]
+    print(f"\n6. torch.compile against eager, one pass of {settings['batch_size']} crops "
+          f"({'bf16 autocast' if bf16 else 'fp32'}, channels_last; median of {repeats}, compiling not counted)")
+    for net in nets:
+        torch.manual_seed(0)
+        model = models.initialise(models.build_model(net, **params.model_kwargs(model_params)), "glorot")
+        model = model.eval().to(device, memory_format=torch.channels_last)
+        x = (torch.randn(settings["batch_size"], 3, crop, crop, device=device) * 50).contiguous(
+            memory_format=torch.channels_last)
+        fast = torch.compile(model, dynamic=False)
+        with torch.inference_mode(), devices.autocast(device, bf16):
+            start = time.perf_counter()
+            same = torch.equal(model(x), fast(x))
+            first = time.perf_counter() - start
+            eager = _median_seconds(lambda: model(x), device, repeats)
+            compiled = _median_seconds(lambda: fast(x), device, repeats)
+        print(f"   {net}: eager {1e3 * eager:.1f} ms, compiled {1e3 * compiled:.1f} ms: {eager / compiled:.2f}x "
+              f"(first call, compiling, {first:.1f} s); outputs {'equal bit for bit' if same else 'NOT bit-equal'}")
+
+
 INPUTS = ("data/mean_rgb.json", "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt")
 
 
@@ -371,7 +415,8 @@ def main():
     parser.add_argument("--loop-nets", default="A,D", help="comma-separated nets of benchmark 2 (loop / step)")
     parser.add_argument("--epoch-nets", default="A,D", help="nets of benchmark 5 (one epoch by section); '' skips it")
     parser.add_argument("--eval-images", type=int, default=200)
-    parser.add_argument("--parts", default="1,2,3,4,5", help="which benchmarks to run (3 needs 2)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="which benchmarks to run (3 needs 2)")
+    parser.add_argument("--compiled-nets", default="A,D,E", help="nets of benchmark 6 (compiled against eager)")
     parser.add_argument("--full-nets", default="D", help="comma-separated nets of benchmark 3's full-scale step")
     parser.add_argument("--full-batch", type=int, default=8, help="batch of benchmark 3's full-scale step (64 on a GPU)")
     args = parser.parse_args()
@@ -397,6 +442,8 @@ def main():
         bench_evaluation(args.params, args.net, args.eval_images, device)
     if "5" in parts and args.epoch_nets:
         bench_epoch(args.params, args.epoch_nets.split(","), device, args.fp32)
+    if "6" in parts:
+        bench_compiled(args.params, args.compiled_nets.split(","), device)
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s")
 
 
