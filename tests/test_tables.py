@@ -570,12 +570,23 @@ def test_localisation_claims_are_the_mean_over_seeds_and_one_seed_is_the_one_lev
     assert row[tables.SEEDS_AGREE] == f"{agree}/{len(SEEDS)}"
     assert frame.loc["table8.SCR-fc_384", tables.LOC_ERR_SD] == pytest.approx(
         np.std([frame.loc["table8.SCR-fc_384", tables.SEED_LOC.format(k)] for k in SEEDS], ddof=1))
-    # Several seeds: the seed variance pooled over the claims on different nets (all but the two scales
-    # of the same nets), and the interval around the mean.
-    others = claims[claims[tables.POOL] == tables.OTHER_NETS]
-    assert list(others.index) == ["pcr_beats_scr", "all_layers_beat_fc", "s384_beats_s256", "fusion_beats_best"]
-    assert others[tables.POOLED_SD].tolist() == pytest.approx([np.sqrt(np.mean(others[tables.SEED_SD] ** 2))] * 4)
-    assert claims.loc["two_scales_beat_one", tables.POOL] == tables.SAME_NETS
+    # Several seeds: the seed variance pooled within a kind and a measure (Table 8's centre-crop error,
+    # Table 9's dense top-5 error), never across the two; a pool of one claim keeps its own sd, K - 1 df.
+    pools = {pool: list(rows.index) for pool, rows in claims.groupby(tables.POOL, sort=False)}
+    assert pools == {
+        tables.localisation_pool(tables.OTHER_NETS, tables.CENTRE_CROP_ERROR): ["pcr_beats_scr", "all_layers_beat_fc"],
+        tables.localisation_pool(tables.OTHER_NETS, tables.DENSE_TOP5_ERROR): ["s384_beats_s256", "fusion_beats_best"],
+        tables.localisation_pool(tables.SAME_NETS, tables.DENSE_TOP5_ERROR): ["two_scales_beat_one"]}
+    for keys in pools.values():
+        pool = claims.loc[keys]
+        assert pool[tables.POOLED_SD].tolist() == pytest.approx([np.sqrt(np.mean(pool[tables.SEED_SD] ** 2))] * len(keys))
+        assert (pool[tables.POOLED_DF] == len(keys) * (len(SEEDS) - 1)).all()
+    # The interval: the pool's seed variance, the claim's own test-image variance.
+    x, y = (tables.loc_outcomes(dense, lambda r, row=row: r["rows"][row]["top5"]) for row in ("256/256", "384/384"))
+    s384 = claims.loc["s384_beats_s256"]
+    assert (s384["CI low"], s384["CI high"]) == pytest.approx(stats.seed_t_interval(
+        s384["ours: err(X) - err(Y)"], s384[tables.POOLED_SD] ** 2, s384[tables.POOLED_DF], len(SEEDS),
+        stats.image_variance(x, y), 0.95))
     assert row["CI low"] < row["ours: err(X) - err(Y)"] < row["CI high"]
     assert row["verdict"] == stats.verdict(row["CI low"], row["CI high"])
     # One seed: exactly the one-level paired bootstrap over test images (the previous single-training claims).
@@ -587,6 +598,49 @@ def test_localisation_claims_are_the_mean_over_seeds_and_one_seed_is_the_one_lev
     other = {**dense[1], "labels": dense[1]["labels"].roll(1)}
     with pytest.raises(ValueError, match="seed 1's localisation records are on other test images"):
         tables.table9({0: dense[0], 1: other}, rows)
+
+
+def test_localisation_claims_repooled_from_their_csv_equal_the_direct_computation(tmp_path, monkeypatch):
+    # scripts.repool_localisation judges a run written under the rule before 2026-12-03 (one pool per
+    # kind) by the rule now (a kind and a measure), from its CSV alone: the test-image variance solved
+    # back from the interval, the seed part pooled anew. Three seeds, as the runs it is meant for.
+    from scripts import repool_localisation
+    from vgg.paper import localisation_rows
+    seeds = [0, 1, 2]
+    for seed in seeds:
+        write_loc_preds(tmp_path / f"seed{seed}" / "loc", seed=seed)
+    preds, dense = read_loc_preds(tmp_path, seeds)
+    rows = localisation_rows()
+
+    def claims_csv():
+        claims = tables.localisation_claims(preds, dense, 200, 0, 0.95, rows)
+        return pd.read_csv(stdio.StringIO(tables.to_csv(claims)), index_col="key")
+
+    by_measure = claims_csv()
+    for key in tables.LOCALISATION_POOLS:
+        monkeypatch.setitem(tables.LOCALISATION_POOLS, key, repool_localisation.kind_of(key))
+    by_kind = claims_csv()
+    monkeypatch.undo()
+    assert set(by_kind[tables.POOL]) == {tables.SAME_NETS, tables.OTHER_NETS}
+    assert by_kind.loc["s384_beats_s256", tables.POOLED_DF] == 8 and by_measure.loc["s384_beats_s256", tables.POOLED_DF] == 4
+    assert not np.allclose(by_kind["CI low"], by_measure["CI low"])  # the pooling matters on these records
+    again = repool_localisation.repool(by_kind, tables.LOCALISATION_POOLS, 0.95)
+    columns = ["CI low", "CI high", tables.POOLED_SD, tables.POOLED_DF]
+    assert np.allclose(again[columns].astype(float), by_measure[columns].astype(float), rtol=1e-4, atol=1e-5)
+    assert list(again["verdict"]) == list(by_measure["verdict"])
+    assert list(again[tables.POOL]) == list(by_measure[tables.POOL])
+
+
+def test_the_image_variance_is_solved_back_only_where_one_variance_gives_the_interval():
+    from scripts.repool_localisation import image_variance_from_interval
+    low, high = stats.seed_t_interval(0.4, 0.49, 8, 3, 0.02, 0.95)
+    assert image_variance_from_interval(0.4, low, high, 0.49, 8, 3, 0.95) == pytest.approx(0.02, rel=1e-6)
+    # 2 seed df: the interval first narrows as the image variance grows, so two variances give it.
+    low, high = stats.seed_t_interval(0.4, 0.49, 2, 3, 0.002, 0.95)
+    wider = stats.seed_t_interval(0.4, 0.49, 2, 3, 0.0, 0.95)
+    assert high - low < wider[1] - wider[0]
+    with pytest.raises(ValueError, match="two test-image variances"):
+        image_variance_from_interval(0.4, low, high, 0.49, 2, 3, 0.95)
 
 
 def test_localisation_claims_take_the_papers_differences_from_its_tables(synthetic):

@@ -256,9 +256,10 @@ def localisation_page(table8, table9, claims, confidence, samples, n_images, fig
         markdown(one_seed_without_sd(table9.drop(columns=tables.loc_per_seed_columns(table9))), floatfmt=".2f"), "",
         "## Claims", "",
         f"err(X) - err(Y) in points (positive: Y better), the mean over seeds; {confidence:.0%} "
-        + ("Student-t interval from the seed-to-seed variance pooled over the claims of a kind and the test "
-           "images' variance, as the classification claims ([rules](claims.md)); the two-level bootstrap "
-           "stays in the CSV" if n > 1 else
+        + ("Student-t interval from the seed-to-seed variance pooled over the claims of a kind and a measure "
+           "(Table 8's centre-crop error, Table 9's dense top-5 error: their seed variances differ about "
+           "tenfold) and the test images' variance, as the classification claims ([rules](claims.md)); the "
+           "two-level bootstrap stays in the CSV" if n > 1 else
            f"percentile interval from {samples:,} paired bootstrap resamples of the test images")
         + "; reproduced if it lies above 0, contradicted if below, else inconclusive.", "",
         markdown(claims.drop(columns=[tables.POOL, tables.POOLED_DF, tables.BOOT_LOW, tables.BOOT_HIGH]
