@@ -5,11 +5,12 @@ Until 2026-12-03 the seed variance of the localisation claims was pooled over a 
 trained nets), mixing Table 8's centre-crop error with Table 9's dense top-5 error; since then within
 a kind and a measure (`vgg.tables.LOCALISATION_POOLS`, docs/verdict_stability.md). To judge an older
 run by the rule now in force (or a new run by the old one), each claim's test-image variance is
-solved back from its CSV interval (`vgg.stats.seed_t_interval` is increasing in it) and the interval
-is formed again with the other pool's seed variance:
+solved back from its CSV interval and the interval is formed again with the other pool's seed
+variance. The solve is unique only where the interval is narrower than its seed part alone (as with
+the old rule's 8 seed df); with few df `vgg.stats.seed_t_interval` first narrows as the image variance
+grows, and the script then stops with an error rather than guess:
 
     python -m scripts.repool_localisation runs/amd_loc_seeds012_patience2/claims_localisation.csv --to measure
-    python -m scripts.repool_localisation runs/intel_loc_seeds345/claims_localisation.csv --to kind
 
 The CSV's six significant digits bound the reconstruction's error (checked against the direct
 computation in tests/test_tables.py).
