@@ -389,6 +389,59 @@ def test_bootstrap_of_a_non_decomposable_metric_contains_its_point_estimate():
     assert same == (0.0, 0.0, 0.0)
 
 
+def _resamples(n, count, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(count)]
+
+
+def test_weighted_map_equals_the_map_of_each_resample_ties_and_absent_classes_included():
+    rng = np.random.default_rng(1)
+    y = rng.random((40, 5)) < 0.15  # few positives: some resamples draw none of a class
+    y[:, 4] = False  # a class with no positive at all: left out, as fast_mean_average_precision does
+    scores = rng.integers(0, 6, (40, 5)).astype(float)  # coarse scores: many ties
+    draws = _resamples(40, 60, 2)
+    counts = np.stack([np.bincount(idx, minlength=40) for idx in draws])
+    got = transfer.weighted_mean_average_precision(y, scores)(counts)
+    expected = [transfer.fast_mean_average_precision(y[idx], scores[idx]) for idx in draws]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    assert abs(got[0] - transfer.mean_average_precision(y[draws[0]], scores[draws[0]])[0]) < 1e-9
+    assert np.isnan(transfer.weighted_mean_average_precision(y[:, 4:], scores[:, 4:])(counts[:2])).all()
+
+
+def test_weighted_split_recall_equals_the_recall_of_each_resample():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 30)
+    splits = [(np.arange(0, 30, 3), np.setdiff1d(np.arange(30), np.arange(0, 30, 3))),
+              (np.arange(1, 30, 3), np.setdiff1d(np.arange(30), np.arange(1, 30, 3)))]
+    table = transfer.split_table(30, splits, [rng.integers(0, 4, 20) for _ in splits])
+    draws = _resamples(30, 80, 4)  # 30 draws of 4 classes: some resamples miss a class in a split
+    counts = np.stack([np.bincount(idx, minlength=30) for idx in draws])
+    with np.errstate(invalid="ignore"):
+        got = transfer.weighted_mean_split_recall(y, table)(counts)
+    expected = [transfer.mean_split_recall(y[idx], table[idx]) for idx in draws]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("task", ["scenes", "fewshot"])
+def test_bootstrap_over_multiplicities_draws_and_scores_as_the_loop(task):
+    rng = np.random.default_rng(5)
+    if task == "scenes":
+        y = rng.integers(0, 2, (120, 4))
+        a = rng.normal(size=(120, 4)) + 0.5 * y
+        b = a + y * rng.random((120, 4))
+        metric, weighted = transfer.fast_mean_average_precision, transfer.weighted_mean_average_precision
+    else:
+        y = rng.integers(0, 5, 120)
+        splits = [(np.arange(k, 120, 4), np.setdiff1d(np.arange(120), np.arange(k, 120, 4))) for k in range(3)]
+        a = transfer.split_table(120, splits, [np.where(rng.random(90) < 0.6, y[t], 0) for _, t in splits])
+        b = transfer.split_table(120, splits, [np.where(rng.random(90) < 0.8, y[t], 0) for _, t in splits])
+        metric, weighted = transfer.mean_split_recall, transfer.weighted_mean_split_recall
+    loop = stats.paired_bootstrap_metric(metric, y, a, b, 400, 7, 0.95)
+    fast = stats.paired_bootstrap_metric(metric, y, a, b, 400, 7, 0.95, weighted=weighted, chunk=64)
+    assert fast[0] == loop[0] and loop[1] > 0  # b better, in both
+    np.testing.assert_allclose(fast[1:], loop[1:], rtol=0, atol=1e-9)
+
+
 def test_split_recall_scores_each_image_only_in_the_splits_it_tests():
     y = np.array([0, 0, 1, 1])
     splits = [(np.array([0, 2]), np.array([1, 3])), (np.array([1, 3]), np.array([0, 2]))]

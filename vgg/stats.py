@@ -133,7 +133,8 @@ def seed_t_interval(diff, seed_variance, seed_df, n_seeds, image_var, confidence
     return float(diff - half), float(diff + half)
 
 
-def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confidence):
+def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confidence, weighted=None,
+                            chunk=250):
     """metric(b) - metric(a) in points with a percentile `confidence` interval, test items resampled.
 
     For metrics that are not a mean of per-item outcomes (mAP, mean class recall): each resample
@@ -141,15 +142,27 @@ def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confid
     takes rows of y and of the scores (numpy arrays indexed by item on axis 0); higher is better, so
     positive = b better, as in `paired_bootstrap`. A resample where the metric is undefined (NaN,
     e.g. no positive item of any class) is dropped.
+
+    `weighted(y, scores)`, optional, is the same metric as a function of `chunk` x n item
+    multiplicities (`vgg.transfer.weighted_mean_average_precision`): the same draws, scored a chunk
+    of resamples at a time without re-indexing the items; equal within float rounding.
     """
     y, a, b = np.asarray(y), np.asarray(scores_a), np.asarray(scores_b)
     if not len(y) == len(a) == len(b) or len(y) == 0:
         raise ValueError(f"paired scores of {len(a)} and {len(b)} items for {len(y)} labels")
+    n = len(y)
     rng = np.random.default_rng(seed)
     diffs = np.empty(samples)
-    for i in range(samples):
-        idx = rng.integers(0, len(y), len(y))
-        diffs[i] = metric(y[idx], b[idx]) - metric(y[idx], a[idx])
+    if weighted is None:
+        for i in range(samples):
+            idx = rng.integers(0, n, n)
+            diffs[i] = metric(y[idx], b[idx]) - metric(y[idx], a[idx])
+    else:
+        score_a, score_b = weighted(y, a), weighted(y, b)
+        for start in range(0, samples, chunk):
+            counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                               for _ in range(min(chunk, samples - start))])
+            diffs[start:start + len(counts)] = score_b(counts) - score_a(counts)
     tail = 100.0 * (1.0 - confidence) / 2
     low, high = np.nanpercentile(diffs, [tail, 100.0 - tail])
     return float(metric(y, b) - metric(y, a)), float(low), float(high)

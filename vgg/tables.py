@@ -668,6 +668,11 @@ def _transfer_scores(preds, net, variant):
     return preds["labels"].numpy(), preds["predictions"][key].numpy(), transfer.mean_split_recall
 
 
+# Each transfer metric's form over resampled item multiplicities, for the bootstrap's speed.
+WEIGHTED_METRICS = {transfer.fast_mean_average_precision: transfer.weighted_mean_average_precision,
+                    transfer.mean_split_recall: transfer.weighted_mean_split_recall}
+
+
 def _transfer_metric(preds, ref):
     y, scores, metric = _transfer_scores(preds, *ref)
     return metric(y, scores)
@@ -685,7 +690,8 @@ def transfer_claims(scenes, fewshot, paper_rows, samples, seed, confidence, marg
             y_ref = max(((net, x_ref[1]) for net in ("D", "E")), key=lambda ref: _transfer_metric(preds[task], ref))
         y, scores_x, metric = _transfer_scores(preds[task], *x_ref)
         _, scores_y, _ = _transfer_scores(preds[task], *y_ref)
-        diff, low, high = stats.paired_bootstrap_metric(metric, y, scores_y, scores_x, samples, seed + i, confidence)
+        diff, low, high = stats.paired_bootstrap_metric(metric, y, scores_y, scores_x, samples, seed + i, confidence,
+                                                        weighted=WEIGHTED_METRICS[metric])
         paper_diff = None  # Table 11 compares nets at one aggregation: VOC-2007 averaged, Caltech-101 stacked
         column = {"scenes": "voc07_map", "fewshot": "cal101_recall"}[task]
         if x_ref[1] == y_ref[1] and {x_ref[0], y_ref[0]} <= set(paper):
