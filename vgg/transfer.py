@@ -230,8 +230,9 @@ def weighted_mean_average_precision(y_true, scores):
     f(counts) -> R mAPs (%) for an R x N array of how often each item was drawn (NaN where no class
     has a positive drawn). Each positive's precision is the drawn items, and drawn positives, scored
     at or above it in its class (ties share the rank of the last of them, as there): two matrix
-    products of the multiplicities with fixed 0/1 matrices, so no resample is sorted; about 6x
-    faster than a sort per resample on the report's scenes (2,000 items). float32 products of
+    products of the multiplicities with fixed 0/1 matrices, so no resample is sorted: 2.9x faster
+    than a sort per resample on the report's scenes (2,000 items, 4,621 positives; the two products
+    take N x P x 4 bytes each). float32 products of
     integer counts are exact (sums below 2^24); equal to the resample's mAP within float rounding
     (tests/test_transfer.py): the same precisions, summed in another order."""
     y, s = np.asarray(y_true).astype(bool), np.asarray(scores, dtype=np.float64)
