@@ -54,6 +54,24 @@ def _test_images(dataset, scale, mean, device, num_workers):
         yield index, rescale(image.to(device, non_blocking=True), scale) - mean
 
 
+def _in_memory(dataset):
+    """The uint8 N x 3 x H x W tensor of an in-memory split (vgg.data.ImageSet), else None."""
+    split = getattr(dataset, "split", None)
+    return split["images"] if isinstance(split, dict) and split.get("kind") == "tensor" else None
+
+
+def _test_batches(dataset, scale, mean, device, per_step):
+    """(indices, N x 3 x h x w batch) of an in-memory split, `per_step` consecutive images at a time:
+    `_test_images`' images, rescaled a batch at a time (bilinear resampling is per image and channel,
+    so each image is the same to the bit: tests/test_evaluate.py), without a Python step per image
+    (a dense evaluation of D, 10,000 images at 3 Q: 14.5 → 12.9 s, Intel Xeon with AMX, bf16)."""
+    images = _in_memory(dataset)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=device)[:, None, None]
+    for start in range(0, len(images), per_step):
+        stop = min(start + per_step, len(images))
+        yield list(range(start, stop)), rescale(images[start:stop].to(device, non_blocking=True), scale) - mean
+
+
 def _item_image(images, i):
     if hasattr(images, "image"):  # vgg.data.ImageSet: labels may be multi-hot rows
         return images.image(i)
@@ -126,34 +144,43 @@ def dense_evaluate(model, dataset, scale, mean, batch_size, device, num_workers=
     per_step = max(1, batch_size // 2)
     pending = {}  # image shape -> [(index, image)]
 
-    def run(shape):
-        indices, images = zip(*pending.pop(shape))
-        x = centre_on_pooling_grid(torch.stack(images), model.stride)
+    def run(indices, images):
+        x = centre_on_pooling_grid(images, model.stride)
         x = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
         with autocast(device, bf16):
             scores = model.forward_dense(x)
         # §3.2: the class score map is spatially averaged; posteriors of the image and its flip averaged.
         posteriors = F.softmax(scores.float().mean((2, 3)), dim=1)
         n = len(indices)
-        out[list(indices)] = ((posteriors[:n] + posteriors[n:]) / 2).cpu()
+        out[indices] = ((posteriors[:n] + posteriors[n:]) / 2).cpu()
+
+    if _in_memory(dataset) is not None:  # equal-sized images, in the batches the loop below would make
+        for indices, images in _test_batches(dataset, scale, mean, device, per_step):
+            run(indices, images)
+        return out
+
+    def run_pending(shape):
+        indices, images = zip(*pending.pop(shape))
+        run(list(indices), torch.stack(images))
 
     for index, image in _test_images(dataset, scale, mean, device, num_workers):
         shape = tuple(image.shape)
         pending.setdefault(shape, []).append((index, image))
         if len(pending[shape]) == per_step:
-            run(shape)
+            run_pending(shape)
         elif sum(map(len, pending.values())) > MAX_PENDING_BATCHES * per_step:
-            run(max(pending, key=lambda s: len(pending[s])))
+            run_pending(max(pending, key=lambda s: len(pending[s])))
     for shape in list(pending):
-        run(shape)
+        run_pending(shape)
     return out
 
 
 def _crops(image, crop, grid, flips=True):
-    """The grid x grid crops of one image and, with `flips`, their horizontal flips (§4.3: 50 for grid 5)."""
-    views = torch.stack([image[:, t:t + crop, l:l + crop]
-                         for t, l in crop_positions(*image.shape[-2:], crop, grid)])
-    return torch.cat([views, views.flip(-1)]) if flips else views
+    """The grid x grid crops of one image and, with `flips`, their horizontal flips (§4.3: 50 for grid 5);
+    of an N x 3 x H x W batch, N x 50 x 3 x crop x crop, each image's crops in that order."""
+    views = torch.stack([image[..., t:t + crop, l:l + crop]
+                         for t, l in crop_positions(*image.shape[-2:], crop, grid)], dim=-4)
+    return torch.cat([views, views.flip(-1)], dim=-4) if flips else views
 
 
 @torch.inference_mode()
@@ -171,23 +198,27 @@ def multi_crop_evaluate(model, dataset, scale, mean, crop, batch_size, device, g
     per_step = max(1, batch_size // per_image)
     indices, crops = [], []
 
-    def run():
-        x = torch.cat(crops).contiguous(memory_format=torch.channels_last)
+    def run(x):
         posteriors = []
-        for chunk in x.split(batch_size):
+        for chunk in x.contiguous(memory_format=torch.channels_last).split(batch_size):
             with autocast(device, bf16):
                 posteriors.append(F.softmax(model(chunk).float(), dim=1))
         out[indices] = torch.cat(posteriors).view(len(indices), per_image, -1).mean(1).cpu()
         indices.clear()
         crops.clear()
 
+    if _in_memory(dataset) is not None:  # equal-sized images, in the batches the loop below would make
+        for batch_indices, images in _test_batches(dataset, scale, mean, device, per_step):
+            indices.extend(batch_indices)
+            run(_crops(images, crop, grid, flips).flatten(0, 1))
+        return out
     for index, image in _test_images(dataset, scale, mean, device, num_workers):
         indices.append(index)
         crops.append(_crops(image, crop, grid, flips))
         if len(indices) == per_step:
-            run()
+            run(torch.cat(crops))
     if indices:
-        run()
+        run(torch.cat(crops))
     return out
 
 
