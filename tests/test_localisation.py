@@ -306,6 +306,19 @@ def test_batched_merging_equals_greedy_merge_on_the_same_candidates(sets, count,
         assert torch.equal(got[k], torch.from_numpy(merged[0])), k
 
 
+def test_batched_iou_is_the_numpy_iou_to_the_bit_on_real_valued_boxes():
+    # The merges above are equal only if every IoU is: float boxes (not the integers above), some
+    # inverted (a regressed box may be), some duplicated, against greedy_merge's _iou_matrix.
+    g = torch.Generator().manual_seed(3)
+    corner = torch.rand(6, 40, 2, generator=g, dtype=torch.float64) * 40
+    boxes = torch.cat([corner, corner + torch.rand(6, 40, 2, generator=g, dtype=torch.float64) * 30 - 3], -1)
+    boxes[:, 5] = boxes[:, 4]
+    got = localisation._batch_iou(boxes, boxes)
+    assert (got == 0).any() and (got == 1).any() and ((got > 0) & (got < 1)).any()
+    for k in range(len(boxes)):
+        assert torch.equal(got[k], torch.from_numpy(localisation._iou_matrix(boxes[k].numpy(), boxes[k].numpy())))
+
+
 def test_table9_fusion_row_ranks_classes_by_each_classification_net_once():
     from stages.localise_dense import ROWS
     fusion = dict(ROWS)["fusion 256/256 + 384/352,384"]
