@@ -114,7 +114,7 @@ def test_every_net_is_trained_and_evaluated_once_per_seed_from_its_own_seed():
         assert {f"models/seed{seed}/D_256.pt", f"models/seed{seed}/D_384.pt", f"models/seed{seed}/loc/PCR-all_256.pt",
                 f"models/seed{seed}/loc/PCR-all_384.pt"} <= set(stages[f"localise_dense@{seed}"]["deps"])
     for seed in params["seeds"]:
-        assert f"models/seed{seed}/A_256.pt" in stages[f"init_from_a@D-{seed}"]["deps"]
+        assert f"models/seed{seed}/A_256.pt" in stages[f"init_from_a@{seed}"]["deps"]
         assert f"models/seed{seed}/D_256.pt" in stages[f"finetune_384@D-{seed}"]["deps"]
 
 

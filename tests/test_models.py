@@ -406,3 +406,39 @@ def test_receptive_field_is_the_input_a_unit_depends_on(net, crop, conv_field, c
         out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
         rows = x.grad[0].abs().sum((0, 2)).nonzero()
         assert rows.max().item() - rows.min().item() + 1 == field
+
+
+def _record_equal(a, b):
+    return ({k: v for k, v in a.items() if k != "state_dict"} == {k: v for k, v in b.items() if k != "state_dict"}
+            and a["state_dict"].keys() == b["state_dict"].keys()
+            and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]))
+
+
+def test_initialise_stage_gives_each_net_of_a_call_the_weights_of_a_call_of_its_own(tmp_path, capsys):
+    # init_scratch@k and init_from_a@k initialise a seed's nets in one process: each net must get
+    # what a call of its own gives (its own seed, nothing shared through the process's RNG).
+    from stages import initialise
+    from tests.conftest import tiny_params, write_params
+    params = str(write_params(tmp_path / "params.yaml", tiny_params()))
+    p = lambda name: str(tmp_path / name)
+    initialise.main(["--params", params, "--seed", "1", "--net", "A", "A-LRN", "--out", p("A.pt"), p("A-LRN.pt")])
+    initialise.main(["--params", params, "--seed", "1", "--net", "A-LRN", "--out", p("A-LRN_alone.pt")])
+    assert _record_equal(torch.load(p("A-LRN.pt")), torch.load(p("A-LRN_alone.pt")))
+    initialise.main(["--params", params, "--seed", "1", "--net-a", p("A.pt"), "--net", "B", "C", "D",
+                     "--out", p("B.pt"), p("C.pt"), p("D.pt")])
+    initialise.main(["--params", params, "--seed", "1", "--net-a", p("A.pt"), "--net", "D", "--out", p("D_alone.pt")])
+    together, alone = torch.load(p("D.pt")), torch.load(p("D_alone.pt"))
+    assert _record_equal(together, alone)
+    # B and D copy A's first layers but draw their own random layers.
+    b, d = torch.load(p("B.pt"))["state_dict"], together["state_dict"]
+    assert any(k in d and b[k].shape == d[k].shape and not torch.equal(b[k], d[k]) for k in b)
+    # A net that cannot take A's layers (B-5x5's 5x5 convs) stops the call before any file is written.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        initialise.main(["--params", params, "--net-a", p("A.pt"), "--net", "C", "B-5x5", "--out", p("C2.pt"),
+                         p("B-5x5.pt")])
+    assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "C2.pt").exists() and not (tmp_path / "B-5x5.pt").exists()
+    with pytest.raises(SystemExit):
+        initialise.main(["--params", params, "--net", "A", "A-LRN", "--out", p("only_one.pt")])
+    assert "--out: 1 files for 2 nets" in capsys.readouterr().err and not (tmp_path / "only_one.pt").exists()
