@@ -36,12 +36,23 @@ def newest_mtime(path):
     return max(times) if times else None
 
 
+def defined_stages(root="."):
+    """The stage names DVC expands dvc.yaml to, foreach and matrix keys resolved against params.yaml.
+    A lock keeps the entry of a removed stage or foreach key (08b17af's `init_scratch@A-0`, replaced by
+    `init_scratch@0`), and a current stage may write that entry's outputs: matching on the name before
+    '@' would time both."""
+    from dvc.repo import Repo
+
+    with Repo(root) as repo:
+        return {stage.addressing for stage in repo.index.stages}
+
+
 def stage_finish_times(lock, defined=None, start=None):
-    """(stage, time its newest output was written), oldest first; only stages `defined` in dvc.yaml
-    (a lock may keep entries of removed stages) and written after `start`."""
+    """(stage, time its newest output was written), oldest first; only stages `defined` (DVC's names,
+    `defined_stages`) and written after `start`."""
     finished = {}
     for name, stage in lock["stages"].items():
-        if defined is not None and name.split("@")[0] not in defined:
+        if defined is not None and name not in defined:
             continue
         times = [newest_mtime(out["path"]) for out in stage.get("outs", []) if Path(out["path"]).exists()]
         times = [t for t in times if t is not None]
@@ -67,10 +78,9 @@ def part_of(name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lock", default="dvc.lock")
-    parser.add_argument("--dvc-yaml", default="dvc.yaml")
     parser.add_argument("--start", type=float, help="Unix time the repro started (else the first stage is left out)")
     args = parser.parse_args(argv)
-    defined = set(yaml.safe_load(Path(args.dvc_yaml).read_text())["stages"])
+    defined = defined_stages(Path(args.lock).parent)
     order = stage_finish_times(yaml.safe_load(Path(args.lock).read_text()), defined, args.start)
     previous = args.start
     parts, seeds = {}, {}

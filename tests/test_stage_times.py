@@ -1,8 +1,21 @@
 import os
 
 import yaml
+from dvc.repo import Repo
 
 from scripts import stage_times
+
+
+def dvc_project(path, stages, lock):
+    """A DVC project (no git) at `path` whose dvc.yaml holds `stages` (name -> None, or a foreach list)
+    and whose dvc.lock holds `lock` (entries given a `cmd`, which DVC's schema requires)."""
+    Repo.init(str(path), no_scm=True).close()
+    for entry in lock["stages"].values():
+        entry.setdefault("cmd", "x")
+    (path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        name: {"cmd": "x"} if keys is None else {"foreach": keys, "do": {"cmd": "x ${item}"}}
+        for name, keys in stages.items()}}))
 
 
 def test_stage_times_are_gaps_between_output_write_times(tmp_path, capsys, monkeypatch):
@@ -20,10 +33,11 @@ def test_stage_times_are_gaps_between_output_write_times(tmp_path, capsys, monke
         "prepare": {"outs": [{"path": "data/prepared.pt"}]},
         "evaluate_dense@D_256": {"outs": [{"path": "preds"}]},  # a directory: its newest file
         "train_scratch@A": {"outs": [{"path": "models/A_256.pt"}, {"path": "gone.json"}]},
+        # A removed foreach key's entry whose output a current stage writes: not timed twice.
+        "train_scratch@A-old": {"outs": [{"path": "models/A_256.pt"}]},
     }}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    defined = ["report", "mean_rgb", "prepare", "evaluate_dense", "train_scratch"]
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {name: {"cmd": "x"} for name in defined}}))
+    dvc_project(tmp_path, {"report": None, "mean_rgb": None, "prepare": None, "evaluate_dense": ["D_256"],
+                           "train_scratch": ["A"]}, lock)
     stage_times.main(["--start", "990"])
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.split("\n\n")[0].splitlines()] == [
@@ -48,9 +62,8 @@ def test_time_per_seed_and_shared_stages(tmp_path, capsys, monkeypatch):
         "train_scratch@A-LRN-1": {"outs": [{"path": "a1.pt"}]}, "fuse_DE_dense@1": {"outs": [{"path": "f1.pt"}]},
         "train_loc@PCR-all-256-1": {"outs": [{"path": "loc.pt"}]}, "features_scenes@D": {"outs": [{"path": "x.pt"}]},
         "report": {"outs": [{"path": "r.md"}]}}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {n: {"cmd": "x"} for n in (
-        "prepare", "train_scratch", "fuse_DE_dense", "train_loc", "features_scenes", "report")}}))
+    dvc_project(tmp_path, {"prepare": None, "train_scratch": ["A-LRN-0", "A-LRN-1"], "fuse_DE_dense": [1],
+                           "train_loc": ["PCR-all-256-1"], "features_scenes": ["D"], "report": None}, lock)
     stage_times.main(["--start", "1000"])
     seeds = capsys.readouterr().out.split("\n\n")[2].splitlines()
     assert [line.rsplit(None, 2)[0].strip() for line in seeds] == ["shared stages", "seed 0", "seed 1"]
