@@ -44,6 +44,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def timed(device, work):
+    """Seconds of `work()` from an idle device to its last queued kernel's end."""
+    sync(device)
+    start = time.perf_counter()
+    work()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def sgd_step(model, x, y, device, amp=False):
     """A function doing one SGD step (forward, backward, update) on a fixed batch; returns its seconds."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -189,6 +198,19 @@ def bench_loop(params_path, nets, steps, device, fp32=False):
         loop = data_seconds + compute_seconds
         print(f"   net {net}: loop (data + step) {n / loop:.0f} img/s, step alone {n / compute_seconds:.0f} img/s: "
               f"loop / step {compute_seconds / loop:.3f} (data {100 * data_seconds / loop:.1f}% of the loop)")
+        # The split above synchronises between data and step, so on a GPU it adds up what the real
+        # loop overlaps (the host queues batch i+1 while the device runs step i). Timed whole, as the
+        # stage runs it (one synchronisation at the end), against as many steps on one batch;
+        # alternated twice, each one's fastest kept. On a CPU, which runs each call to its end, the
+        # two measures agree.
+        whole_loop = whole_steps = float("inf")
+        for _ in range(2):
+            whole_loop = min(whole_loop, timed(device, lambda: [
+                one_step(x.contiguous(memory_format=ctx.memory_format), y)
+                for x, y in train.training_batches(ctx, dataset, keys[1:], hp.num_workers)]))
+            whole_steps = min(whole_steps, timed(device, lambda: [one_step(images, labels) for _ in range(steps)]))
+        print(f"   net {net}, timed whole: loop {n / whole_loop:.0f} img/s, steps alone {n / whole_steps:.0f} img/s: "
+              f"loop / step {whole_steps / whole_loop:.3f}")
     bench_against_torchvision_v2(dataset, transform, hp, keys, steps, ctx)
     return all_params, model_params, hp, ctx, bf16
 

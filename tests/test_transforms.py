@@ -246,3 +246,32 @@ def test_pixels_scale_paper_units_to_the_crop():
     assert [pixels(q, 28) for q in (224, 256, 384, 512)] == [28, 32, 48, 64]  # README's table
     assert pixels(256, 32) == 37  # 256 * 32 / 224 = 36.57
     assert pixels(100, 64) == 64  # never smaller than the crop
+
+
+def test_an_epoch_copies_to_the_device_once_not_at_every_batch(monkeypatch):
+    # On a GPU a copy from host memory synchronises the stream (vgg.device.to_device): a copy per
+    # batch made the host wait for each step before queuing the next. "meta" stands in for the
+    # GPU: every CPU -> device copy is counted, over an epoch of 2 and of 6 batches (after a first
+    # epoch, which also copies the images, resize matrices and colour constants, once for all).
+    copies = []
+    plain_to = torch.Tensor.to
+
+    def counting_to(tensor, *args, **kwargs):
+        out = plain_to(tensor, *args, **kwargs)
+        if tensor.device.type == "cpu" and out.device.type == "meta":
+            copies.append(tuple(tensor.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    images = torch.stack([random_image(40, 56, seed=i) for i in range(12)])
+    dataset = Transformed(ImageSet({"kind": "tensor", "images": images, "labels": torch.arange(12),
+                                    "classes": list("abcdefghijkl")}), transform())
+    counts = []
+    for n_batches in (1, 2, 6):
+        copies.clear()
+        keys = [[(i, 100 * b + i) for i in range(b % 3, 12, 3)] for b in range(n_batches)]
+        out = list(dataset.batches(keys, torch.device("meta")))
+        assert [tuple(x.shape) for x, _ in out] == [(4, 3, CROP, CROP)] * n_batches
+        assert all(y.device.type == "meta" for _, y in out)
+        counts.append(len(copies))
+    assert counts[1] == counts[2], f"copies grow with the batches: {counts}"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .device import to_device
 from .io import StageError
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -395,25 +396,31 @@ class Transformed(Dataset):
 
     def batches(self, keys, device):
         """(images, labels) per batch of (index, seed) keys, gathered and augmented together on `device`."""
-        for indices, images, draws in gathered_batches(self.base, self.transform, keys, device):
-            yield self.transform.batch(images, draws=draws), self.base.labels[indices].to(device)
+        for _, images, draws, labels in gathered_batches(self.base, self.transform, keys, device, on_device=True):
+            yield self.transform.batch(images, draws=draws), labels
 
 
-def gathered_batches(base, transform, keys, device):
+def gathered_batches(base, transform, keys, device, on_device=False):
     """Per batch of (index, seed) keys of an in-memory split: (indices, its uint8 images on `device`,
-    their draws). The draws of all batches come from one vectorised call: per batch, the hash and
-    its dozen small tensor operations would cost a tenth of a small net's step on a 2-core CPU."""
+    their draws, their labels). The draws of all batches come from one vectorised call: per batch,
+    the hash and its dozen small tensor operations would cost a tenth of a small net's step on a
+    2-core CPU. `on_device`: the draws and labels are copied to `device` once for all batches (on a
+    GPU each per-batch copy would stall the host, vgg.device.to_device); else they stay on the CPU."""
     images = base.images_on(device)
     flat = [key for batch in keys for key in batch]
     if not flat:
         return
     draws = transform.draws([seed for _, seed in flat], *images.shape[-2:])
     indices = torch.tensor([index for index, _ in flat])
-    on_device = indices.to(device)
+    labels = base.labels[indices]
+    if on_device:
+        draws, labels = tuple(to_device(d, device) for d in draws), to_device(labels, device)
+    indices_there = to_device(indices, device)
     start = 0
     for batch in keys:
         stop = start + len(batch)
-        yield indices[start:stop], images.index_select(0, on_device[start:stop]), tuple(d[start:stop] for d in draws)
+        yield (indices[start:stop], images.index_select(0, indices_there[start:stop]),
+               tuple(d[start:stop] for d in draws), labels[start:stop])
         start = stop
 
 

@@ -27,3 +27,14 @@ def autocast(device, bf16=True):
     if bf16 and bf16_native(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def to_device(tensor, device):
+    """`tensor` on `device` without making the host wait. A CUDA copy from pageable memory ends with
+    a stream synchronisation, so the host could not queue the next step's kernels until the GPU had
+    finished the queued ones, and small nets' steps are launch-bound; from pinned memory the copy is
+    queued like a kernel. Elsewhere (CPU) a plain `.to`, which is free when already there."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from .data import gathered_batches
-from .device import autocast
+from .device import autocast, to_device
 from .evaluate import centre_on_pooling_grid, equal_shape_batches
 from .models import receptive_field
 from .transforms import rescaled_size
@@ -207,9 +207,10 @@ class BoxTargets(Dataset):
     def batches(self, keys, device):
         """(images, targets) per batch of (index, seed) keys, transformed together on `device` (as
         vgg.data.Transformed)."""
-        for indices, images, draws in gathered_batches(self.base, self.transform, keys, device):
+        # The draws stay on the CPU: the crops are moved onto their objects there, per batch.
+        for indices, images, draws, _ in gathered_batches(self.base, self.transform, keys, device):
             draws, targets = self._on_object(indices, draws, *images.shape[-2:])
-            yield self.transform.batch(images, draws=draws), targets.to(device)
+            yield self.transform.batch(images, draws=draws), to_device(targets, device)
 
     def __getitem__(self, key):
         index, seed = key

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .device import autocast as mixed_precision
+from .device import autocast as mixed_precision, to_device
 from .io import StageError, atomic_save, load
 from .stats import correct_top_k
 from .transforms import centre_crop
@@ -183,7 +183,7 @@ def validation_crops(dataset, chunk, transform, crop, device):
     """Centre crops of the rescaled images `chunk` on `device`: an in-memory split's rescaled as one
     batch there, files decoded one by one."""
     if dataset.split["kind"] == "tensor":
-        return centre_crop(transform(dataset.images_on(device)[torch.tensor(chunk, device=device)]), crop)
+        return centre_crop(transform(dataset.images_on(device)[to_device(torch.tensor(chunk), device)]), crop)
     return torch.stack([centre_crop(transform(dataset.image(i)), crop) for i in chunk]).to(device)
 
 
@@ -196,7 +196,8 @@ def validate(model, dataset, transform, crop, batch_size, device, rank, world, a
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         images = validation_crops(dataset, chunk, transform, crop, device)
-        labels = task.val_targets(dataset, chunk, transform.scale, crop).to(device)
+        # Copies that do not stall the host (vgg.device.to_device): on a GPU the chunks queue up.
+        labels = to_device(task.val_targets(dataset, chunk, transform.scale, crop), device)
         with autocast():
             logits = model(images).float()
         hit1, hit5 = task.hits(logits, labels)

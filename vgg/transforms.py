@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import to_device
+
 
 def pixels(paper_scale, crop):
     """A scale in the paper's units (S or Q for a 224 crop) in pixels at this crop size: the
@@ -65,7 +67,8 @@ class TrainTransform:
         self.eigval = torch.tensor(eigval, dtype=torch.float32)
         self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
         self.colour_std, self.flip = colour_std, flip
-        self._sizes, self._matrices = {}, {}  # per image size (and device): rescaled_sizes, resize_matrices
+        # per image size (and device): rescaled_sizes, resize_matrices; per device: constants_on
+        self._sizes, self._matrices, self._constants = {}, {}, {}
 
     def draws(self, seeds, height, width):
         """The random choices for N images of one size, each from its own seed, vectorised:
@@ -129,8 +132,7 @@ class TrainTransform:
         device = images.device
         n, channels, height, width = images.shape
         scale, top, left, flip, alphas = self.draws(seeds, height, width) if draws is None else draws
-        if device.type != "cpu":
-            scale, top, left, flip, alphas = (t.to(device) for t in (scale, top, left, flip, alphas))
+        scale, top, left, flip, alphas = (to_device(t, device) for t in (scale, top, left, flip, alphas))
         rows, cols = self.resize_matrices(height, width, device)
         crop = self.crop
         steps = torch.arange(crop, device=device)[None]
@@ -146,8 +148,15 @@ class TrainTransform:
         out = torch.bmm(images.float().view(n, channels * height, width), crop_cols.transpose(1, 2))
         out = out.view(n, channels, height, crop).permute(0, 2, 3, 1).reshape(n, height, crop * channels)
         out = torch.bmm(crop_rows, out).view(n, crop, crop, channels).permute(0, 3, 1, 2)
-        shift = colour_shift(alphas, self.eigval.to(device), self.eigvec.to(device))
-        return out + (shift - self.mean.to(device))[:, :, None, None]
+        eigval, eigvec, mean = self.constants_on(device)
+        return out + (colour_shift(alphas, eigval, eigvec) - mean)[:, :, None, None]
+
+    def constants_on(self, device):
+        """(eigval, eigvec, mean) on `device`, copied there once, not at every batch."""
+        key = str(device)
+        if key not in self._constants:
+            self._constants[key] = tuple(to_device(t, device) for t in (self.eigval, self.eigvec, self.mean))
+        return self._constants[key]
 
 
 def resize_matrix(size, new_size, antialias):
@@ -177,10 +186,14 @@ class TestTransform:
     def __init__(self, scale, mean):
         self.scale = scale
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self._means = {}  # per device, copied there once
 
     def __call__(self, image):
         """One 3 x H x W image or an N x 3 x H x W batch, on any device."""
-        return rescale(image, self.scale) - self.mean.to(image.device)
+        key = str(image.device)
+        if key not in self._means:
+            self._means[key] = to_device(self.mean, image.device)
+        return rescale(image, self.scale) - self._means[key]
 
 
 def centre_crop(image, crop):
