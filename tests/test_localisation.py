@@ -386,3 +386,42 @@ def test_localise_dense_reads_the_dense_posteriors_and_names_a_file_that_lacks_a
     torch.save(evaluate.posterior_record("D_384", "D", (384, 384), "multi-crop", p, labels), path)
     with pytest.raises(StageError, match="multi-crop posteriors, not dense"):
         dense_posteriors(path, labels, [384])
+
+
+class _ImageFiles:
+    """An image-file split's interface as far as the box targets use it: images of their own sizes."""
+
+    def __init__(self, sizes, boxes, labels):
+        self.split = {"kind": "files", "boxes": boxes}
+        self.labels = labels
+        self._sizes = sizes
+
+    def image(self, i):
+        return torch.zeros(3, *self._sizes[i])
+
+
+@pytest.mark.parametrize("scale", [28, 41, 64])
+def test_validation_targets_of_all_items_at_once_are_each_items_own_and_map_back_to_its_box(scale):
+    sizes = [(56, 56), (40, 73), (91, 30), (28, 28), (57, 64)]
+    g = torch.Generator().manual_seed(3)
+    corners = torch.rand(len(sizes), 2, generator=g) * 0.5
+    extents = 0.2 + torch.rand(len(sizes), 2, generator=g) * 0.5
+    hw = torch.tensor(sizes, dtype=torch.float32).flip(1)  # (W, H) per image
+    boxes = torch.cat([corners * hw, (corners + extents) * hw], 1)
+    labels = torch.tensor([3, 1, 4, 1, 5])
+    files = _ImageFiles(sizes, boxes, labels)
+    in_memory = ImageSet(bright_rectangle_split(n=6))
+    for dataset, n in ((files, len(sizes)), (in_memory, 6)):
+        targets = localisation.centre_crop_targets(dataset, range(n), scale, 28)
+        for i in range(n):  # what a call per item gives (the per-item path this replaced), bit for bit
+            height, width = localisation.image_size(dataset, i)
+            (h, w), top, left = localisation.centre_crop_offsets(height, width, scale, 28)
+            own = boxes_to_crop(dataset.split["boxes"][[i]], height, width, torch.tensor([[h, w]]), top, left,
+                                torch.zeros(1, dtype=torch.bool), 28)
+            assert torch.equal(targets[i], localisation.targets_of(dataset.labels[[i]], own, 28)[0])
+            # Mapped back through the crop and the rescale, the target is the image's own box (unclipped).
+            crop_box = box_convert(targets[i, 1:][None].double() * 28, "cxcywh", "xyxy")
+            back = boxes_from_crop(crop_box, height, width, (h, w), top, left)
+            torch.testing.assert_close(back[0], dataset.split["boxes"][i].double(), atol=1e-4, rtol=0)
+        assert targets[:, 0].tolist() == dataset.labels[:n].tolist()
+    assert localisation.centre_crop_targets(files, [], scale, 28).shape == (0, 5)

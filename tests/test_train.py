@@ -1,4 +1,5 @@
 """The §3.1 training loop: resume exactness, distributed equivalence, the plateau rule."""
+import contextlib
 import json
 import shutil
 import signal
@@ -212,3 +213,30 @@ def test_epoch_order_is_seeded_and_shards_partition_the_batch():
     assert sorted(i for b in a for i in b) == list(range(100))
     batch = a[0]
     assert sorted(train.shard(batch, 0, 2) + train.shard(batch, 1, 2)) == sorted(batch)
+
+
+def test_validation_inputs_are_formed_once_per_run_and_score_as_when_formed_every_epoch(tiny_data, monkeypatch):
+    from vgg import data, models
+    from vgg.transforms import TestTransform
+    val = data.load_split(tiny_data / "prepared" / "val.pt")  # 64 real images, in memory
+    mean = json.loads((tiny_data / "mean_rgb.json").read_text())["mean"]
+    transform = TestTransform(48, mean)
+    kept = train.ValidationInputs(val, transform, 28, 24, torch.device("cpu"))
+    first, second = list(kept), list(kept)
+    assert [len(labels) for _, labels in first] == [24, 24, 16]
+    assert all(a[0] is b[0] and a[1] is b[1] for a, b in zip(first, second))  # formed once, kept
+    monkeypatch.setattr(train, "VALIDATION_CACHE_BYTES", 0)  # over the bound: formed at every epoch
+    fresh = train.ValidationInputs(val, transform, 28, 24, torch.device("cpu"))
+    again = list(fresh)
+    assert all(a[0] is not b[0] for a, b in zip(list(fresh), again))
+    for (images, labels), (fresh_images, fresh_labels) in zip(first, again):
+        assert torch.equal(images, fresh_images) and torch.equal(labels, fresh_labels)
+    torch.manual_seed(0)
+    model = models.build_model("A", width=0.0625, fc_width=32, num_classes=10, crop=28)
+    scores = [train.validate(model, inputs, torch.device("cpu"), 1, contextlib.nullcontext)
+              for inputs in (kept, kept, fresh)]
+    assert scores[0] == scores[1] == scores[2] and 0 < scores[0][1] <= 100
+    # Each process scores its own share of the items; the shares partition the split.
+    shares = [train.ValidationInputs(val, transform, 28, 24, torch.device("cpu"), rank, 2) for rank in (0, 1)]
+    assert [s.count for s in shares] == [32, 32]
+    assert torch.equal(torch.cat([labels for _, labels in shares[1]]), val.labels[1::2])

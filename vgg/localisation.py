@@ -144,14 +144,21 @@ def centre_crop_targets(dataset, indices, scale, crop):
     """Rows (class, cx, cy, w, h as fractions of the crop) of the true boxes in the centre crops at
     `scale` px, not clipped: the validation targets of a localisation run. A rescale and a shift
     change no IoU, so a predicted box's IoU with this target is its IoU with the image's box once
-    mapped back: validation scores exactly what Table 8 scores."""
-    rows = []
-    for i in indices:
-        height, width = image_size(dataset, i)
-        (h, w), top, left = centre_crop_offsets(height, width, scale, crop)
-        rows.append(boxes_to_crop(dataset.split["boxes"][[i]], height, width, torch.tensor([[h, w]]), top, left,
-                                  torch.zeros(1, dtype=torch.bool), crop))
-    return targets_of(dataset.labels[indices], torch.cat(rows), crop)
+    mapped back: validation scores exactly what Table 8 scores.
+
+    All items in one `boxes_to_crop` call (elementwise, so each row is what a call of its own gives,
+    bit for bit; tests/test_localisation.py): per item it was 0.3 of the 0.8 s that validating
+    PCR-fc_384 took every epoch (cProfile, 5,000 images, 2026-12-04)."""
+    indices = list(indices)
+    image_sizes = [image_size(dataset, i) for i in indices]
+    offsets = [centre_crop_offsets(height, width, scale, crop) for height, width in image_sizes]
+    heights, widths = torch.tensor(image_sizes, dtype=torch.double).view(-1, 2).unbind(1)
+    sizes = torch.tensor([size for size, _, _ in offsets], dtype=torch.long).view(-1, 2)
+    tops = torch.tensor([top for _, top, _ in offsets], dtype=torch.long)
+    lefts = torch.tensor([left for _, _, left in offsets], dtype=torch.long)
+    boxes = boxes_to_crop(dataset.split["boxes"][indices], heights, widths, sizes, tops, lefts,
+                          torch.zeros(len(indices), dtype=torch.bool), crop)
+    return targets_of(dataset.labels[indices], boxes, crop)
 
 
 def with_boxes(dataset):
