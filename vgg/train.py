@@ -206,7 +206,7 @@ VALIDATION_CACHE_BYTES = 2 ** 30
 class ValidationInputs:
     """What `validate` scores at the end of every epoch: the same centre crops and targets each time,
     so an in-memory split's are formed once per run and kept on the device. Forming them was a
-    quarter of a localisation epoch (PCR-fc_384: 0.47 of 3.0 s, the rescale and the box targets;
+    sixth of a localisation epoch (PCR-fc_384: 0.47 of 3.0 s, the rescale and the box targets;
     cProfile, 2026-12-04) and the rescale about 0.17 s of every classification epoch at S=384."""
 
     def __init__(self, dataset, transform, crop, batch_size, device, rank=0, world=1, task=CLASSIFICATION):
