@@ -16,9 +16,11 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--preds", default="preds", type=Path,
                         help="holds seed<k>/<run>/<protocol>.pt, seed<k>/ensembles/<ensemble>.pt, "
-                             "seed<k>/loc/ (evaluate_loc's <setting>_<S>.pt, localise_dense's dense.pt)")
+                             "seed<k>/loc/ (evaluate_loc's <setting>_<S>.pt, localise_dense's dense.pt), "
+                             "seed<k>/transfer/<task>.pt")
     parser.add_argument("--logs", default="logs", type=Path, help="holds seed<k>/<run>/plots/metrics/*.tsv")
-    parser.add_argument("--transfer-metrics", default="metrics", type=Path, help="holds transfer_<task>.json")
+    parser.add_argument("--transfer-metrics", default="metrics/transfer", type=Path,
+                        help="holds seed<k>/<task>.json of the transfer stages")
     parser.add_argument("--test", default="data/prepared/test.pt", type=Path, help="test split, for the sample figure")
     parser.add_argument("--compute", type=Path, help="optional JSON of compute used, listed in the README")
     parser.add_argument("--out", default="reports", type=Path)
@@ -48,17 +50,23 @@ def main(argv=None):
     loc_training = tables.training_summary(tables.load_curves(args.logs, loc_runs), args.logs)
     loc_files, loc_flat, loc_line, loc_claims = report.localisation_part(loc_preds, dense, test_split, settings,
                                                                          loc_training)
-    transfer_preds = {task: transfer.load_predictions(args.preds / "transfer" / f"{task}.pt", task)
-                      for task in transfer.TASKS}
-    transfer_flat = {key: value for task in transfer.TASKS for key, value in
-                     io.read_json(args.transfer_metrics / f"transfer_{task}.json", "transfer metrics").items()}
-    t11_files, t11_flat, t11_line, t11_claims = report.transfer_part(transfer_preds, transfer_flat, settings,
-                                                                     seeds[0])
+    # App. B: the target sets described by the nets of each seed; the garment tasks (the nets' own classes,
+    # an extra row) by the first seed's only.
+    t_seeds = list(seeds)
+    tasks = {task: t_seeds if task in ("scenes", "fewshot") else t_seeds[:1] for task in transfer.TASKS}
+    transfer_preds = {task: {seed: transfer.load_predictions(tables.seed_dir(args.preds, seed) / "transfer" / f"{task}.pt",
+                                                             task) for seed in task_seeds}
+                      for task, task_seeds in tasks.items()}
+    transfer_flat = {seed: {} for seed in t_seeds}
+    for task, task_seeds in tasks.items():
+        for seed in task_seeds:
+            transfer_flat[seed].update(io.read_json(args.transfer_metrics / f"seed{seed}" / f"{task}.json",
+                                                    "transfer metrics"))
+    t11_files, t11_flat, t11_line, t11_claims = report.transfer_part(transfer_preds, transfer_flat, settings)
     flat.update({**loc_flat, **t11_flat})
     n_images = results[0].by_seed1.shape[1]
 
-    forest = {"classification": claims, "App. A": loc_claims,
-              f"App. B (seed {seeds[0]})": t11_claims}
+    forest = {"classification": claims, "App. A": loc_claims, "App. B": t11_claims}
     files = {**report.classification_part(model, data, rows, reads, frames, claims, curves, test_split, settings,
                                           n_images, forest), **loc_files, **t11_files}
     files["README.md"] = report.readme(data, model, schedules, compute, n_images, claims,

@@ -99,9 +99,9 @@ def test_every_net_is_trained_and_evaluated_once_per_seed_from_its_own_seed():
     assert trained == {f"models/seed{k}/{run}.pt" for k in params["seeds"] for run in runs}
     for name, stage in stages.items():
         seeds = set(re.findall(r"seed(\d+)/", " ".join(stage["deps"] + stage["outs"])))
-        # A replicate never reads another seed's files; transfer reads the first seed's nets only.
+        # A replicate never reads another seed's files; transfer's garment rows read the first seed's nets only.
         assert len(seeds) <= 1, name
-        if name.startswith("features_"):
+        if name.startswith(("features_garment", "transfer_garment")):
             assert seeds == {str(params["seeds"][0])}, name
     # App. A: every localisation setting at both S once per seed, from D of that seed at the same S.
     loc = {o for s in stages.values() for o in s["outs"] if o.startswith("models/") and "/loc/" in o}
@@ -113,6 +113,13 @@ def test_every_net_is_trained_and_evaluated_once_per_seed_from_its_own_seed():
             assert f"models/seed{seed}/D_{s}.pt" in stages[f"train_loc@PCR-all-{s}-{seed}"]["deps"]
         assert {f"models/seed{seed}/D_256.pt", f"models/seed{seed}/D_384.pt", f"models/seed{seed}/loc/PCR-all_256.pt",
                 f"models/seed{seed}/loc/PCR-all_384.pt"} <= set(stages[f"localise_dense@{seed}"]["deps"])
+    # App. B: the target sets described by D and E of every seed, the SVMs on that seed's descriptors.
+    nets = params["transfer"]["nets"]
+    for seed in params["seeds"]:
+        for task in ("scenes", "fewshot"):
+            assert {f"models/seed{seed}/{nets['D']}.pt", f"models/seed{seed}/{nets['E']}.pt"} <= set(
+                stages[f"features_{task}@{seed}"]["deps"])
+            assert set(stages[f"features_{task}@{seed}"]["outs"]) <= set(stages[f"transfer_{task}@{seed}"]["deps"])
     for seed in params["seeds"]:
         assert f"models/seed{seed}/A_256.pt" in stages[f"init_from_a@{seed}"]["deps"]
         assert f"models/seed{seed}/D_256.pt" in stages[f"finetune_384@D-{seed}"]["deps"]

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -272,17 +273,25 @@ def test_repro_localises_with_tables_8_and_9_recomputable_from_saved_boxes(repo)
 def test_repro_writes_table_11_and_a_transfer_param_reruns_only_transfer_stages(repo):
     path, env, _ = repo
     assert (path / "reports" / "table11.md").is_file() and (path / "reports" / "table11.csv").is_file()
-    metrics = json.loads((path / "metrics" / "transfer_scenes.json").read_text())
-    assert any(key.startswith("scenes.DE.") for key in metrics)
+    # Table 11 is the mean over the seeds' nets; each seed's transfer stages wrote their own metrics.
+    for seed in SEEDS:
+        metrics = json.loads((path / "metrics" / "transfer" / f"seed{seed}" / "scenes.json").read_text())
+        assert any(key.startswith("scenes.DE.") for key in metrics)
+    t11 = pd.read_csv(path / "reports" / "table11.csv", index_col=0)
+    maps = [json.loads((path / "metrics" / "transfer" / f"seed{seed}" / "scenes.json").read_text())[
+        "scenes.DE.average.map"] for seed in SEEDS]
+    assert t11.loc["table11.DE.average", "scene mAP (ours)"] == pytest.approx(sum(maps) / len(maps), abs=1e-3)
+    claims = pd.read_csv(path / "reports" / "claims_transfer.csv", index_col=0)
+    assert (claims["n_seeds"] == len(SEEDS)).all()
     # (`manifest` always runs; --dry lists the stages whose own deps changed: the report, and after new
     # features the SVMs, follow only once their inputs have changed.)
-    tasks = ("scenes", "fewshot", "garment_scenes", "garment_fewshot")
-    assert stages_to_run(path, env, "transfer.svm_C", [0.1, 1]) - {"manifest"} == {"transfer_scenes",
-                                                                                     "transfer_garment_scenes"}
+    assert stages_to_run(path, env, "transfer.svm_C", [0.1, 1]) - {"manifest"} == {
+        *(f"transfer_scenes@{seed}" for seed in SEEDS), "transfer_garment_scenes"}
     assert stages_to_run(path, env, "transfer.fewshot_svm_C", [0.1, 1]) - {"manifest"} == {
-        "transfer_fewshot", "transfer_garment_fewshot"}
+        *(f"transfer_fewshot@{seed}" for seed in SEEDS), "transfer_garment_fewshot"}
     described = stages_to_run(path, env, "transfer.scales", [256, 384]) - {"manifest"}
-    assert described == {f"features_{t}@{net}" for t in tasks for net in "DE"}
+    assert described == {f"features_{t}@{seed}" for t in ("scenes", "fewshot") for seed in SEEDS} | {
+        "features_garment_scenes", "features_garment_fewshot"}
     assert not any(s.startswith(("train", "evaluate", "fuse", "localise")) for s in described)
 
 

@@ -2,6 +2,7 @@
 import copy
 import io as stdio
 import json
+import shutil
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -155,16 +156,15 @@ def synthetic(tmp_path_factory):
     for seed in SEEDS:
         write_loc_preds(root / "preds" / f"seed{seed}" / "loc", seed=seed)
     (root / "transfer").mkdir()
-    run_features_and_transfer(root / "transfer")  # the real stages on tiny untrained D and E
+    run_features_and_transfer(root / "transfer", SEEDS)  # the real stages on tiny untrained D and E of each seed
     params = write_params(root / "params.yaml")
     write_test_split(root / "test.pt")
     for seed in SEEDS:
         for name in ENSEMBLES:
             stages.fuse.main(["--params", str(params), "--name", name, "--preds", str(root / "preds" / f"seed{seed}"),
                               "--out", str(root / "preds" / f"seed{seed}" / "ensembles" / f"{name}.pt")])
-    (root / "preds" / "transfer").mkdir()
-    for task in transfer.TASKS:
-        (root / "preds" / "transfer" / f"{task}.pt").write_bytes((root / "transfer" / "preds" / f"{task}.pt").read_bytes())
+    for seed in SEEDS:
+        shutil.copytree(root / "transfer" / "preds" / f"seed{seed}" / "transfer", root / "preds" / f"seed{seed}" / "transfer")
     return root
 
 
@@ -424,7 +424,7 @@ def test_a_fused_file_made_from_other_members_is_stale(synthetic):
 
 def report_args(root, params, out):
     return ["--params", str(params), "--preds", str(root / "preds"),
-            "--transfer-metrics", str(root / "transfer" / "metrics"),
+            "--transfer-metrics", str(root / "transfer" / "metrics" / "transfer"),
             "--logs", str(root / "logs"), "--test", str(root / "test.pt"), "--out", str(out / "reports"), "--metrics", str(out / "metrics" / "tables.json")]
 
 
@@ -519,7 +519,7 @@ def test_report_runs_must_cover_the_tables(synthetic, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value, message", [
-    ([2], "localisation_seeds: 2 is not in seeds [0, 1] (no D nets of that seed)"),
+    ([2], "localisation_seeds: 2 is not in seeds [0, 1] (no nets of that seed)"),
     ([], "localisation_seeds: [] must be a non-empty list of distinct integers >= 0"),
     ([0, 0], "localisation_seeds: [0, 0] must be a non-empty list of distinct integers >= 0")])
 def test_localisation_seeds_must_be_trained_seeds(synthetic, tmp_path, capsys, value, message):
@@ -684,3 +684,21 @@ def test_pages_show_no_seed_sd_for_one_seed():
     page = report.results_page("Table 3", "one seed", pd.DataFrame(
         {"ConvNet": ["A"], tables.OURS_TOP1: [17.9], tables.OURS_TOP1_SD: [0.0], tables.N_SEEDS: [1]}))
     assert "sd" not in page and "17.90" in page
+
+
+def test_transfer_claims_script_writes_the_reports_table_11_and_claims(synthetic, tmp_path):
+    import scripts.transfer_claims
+    stages.report.main(report_args(synthetic, synthetic / "params.yaml", tmp_path))
+    args = ["--params", str(synthetic / "params.yaml"), "--preds", str(synthetic / "preds"),
+            "--transfer-metrics", str(synthetic / "transfer" / "metrics" / "transfer")]
+    scripts.transfer_claims.main(args + ["--out", str(tmp_path / "all")])
+    for name in ("table11.csv", "claims_transfer.csv"):
+        assert (tmp_path / "all" / name).read_text() == (tmp_path / "reports" / name).read_text(), name
+    # One seed's nets alone: what one training says, its intervals from the test items only.
+    scripts.transfer_claims.main(args + ["--seeds", str(SEEDS[1]), "--out", str(tmp_path / "one")])
+    one = pd.read_csv(tmp_path / "one" / "claims_transfer.csv", index_col=0)
+    assert (one[tables.N_SEEDS] == 1).all() and (one[tables.SEEDS_AGREE] == "1/1").all()
+    t11 = pd.read_csv(tmp_path / "one" / "table11.csv", index_col=0)
+    seed_metrics = json.loads((synthetic / "transfer" / "metrics" / "transfer" / f"seed{SEEDS[1]}" / "scenes.json")
+                              .read_text())
+    assert t11.loc["table11.D.stack", tables.OURS_MAP] == seed_metrics["scenes.D.stack.map"]

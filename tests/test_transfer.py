@@ -474,42 +474,47 @@ def tiny_transfer_params(tmp_path):
     return write_params(tmp_path / "params.yaml", all_params)
 
 
-def save_tiny_model(path, net):
+def save_tiny_model(path, net, seed=0):
     kwargs = {"width": 0.125, "fc_width": 32, "num_classes": 10, "crop": CROP}
-    model = models.initialise(models.build_model(net, **kwargs), "glorot", generator=torch.Generator().manual_seed(0))
+    model = models.initialise(models.build_model(net, **kwargs), "glorot",
+                              generator=torch.Generator().manual_seed(seed))
     io.atomic_save(models.model_record(model, kwargs, train_scale=(256, 512)), path)
 
 
-def run_features_and_transfer(tmp_path):
-    """The features and transfer stages on tiny untrained D and E: features/, metrics/ and preds/ in tmp_path."""
+def run_features_and_transfer(tmp_path, seeds=(0,)):
+    """The features and transfer stages on tiny untrained D and E of each seed (weights drawn from that
+    seed), laid out as dvc.yaml's: features/seed<k>/, metrics/transfer/seed<k>/ and preds/seed<k>/transfer/."""
     params_path = tiny_transfer_params(tmp_path)
     (tmp_path / "mean_rgb.json").write_text(json.dumps({"mean": MEAN}))
-    for net in ("D", "E"):
-        model_path = tmp_path / "models" / f"{net}_256-512.pt"
-        save_tiny_model(model_path, net)
+    for seed in seeds:
+        model_paths = [tmp_path / "models" / f"seed{seed}" / f"{net}_256-512.pt" for net in ("D", "E")]
+        for path, net in zip(model_paths, ("D", "E")):
+            save_tiny_model(path, net, seed)
         for dataset in transfer.TASKS:
-            stages.features.main(["--params", str(params_path), "--net-model", str(model_path),
+            features = tmp_path / "features" / f"seed{seed}" / dataset
+            stages.features.main(["--params", str(params_path), "--net-model", *map(str, model_paths),
                                   "--dataset", dataset, "--mean-rgb", str(tmp_path / "mean_rgb.json"),
-                                  "--out", str(tmp_path / "features" / dataset / f"{net}.pt")])
-    for task in transfer.TASKS:
-        stages.transfer.main(["--params", str(params_path), "--task", task,
-                              "--features", str(tmp_path / "features" / task / "D.pt"),
-                              str(tmp_path / "features" / task / "E.pt"),
-                              "--out", str(tmp_path / "metrics" / f"transfer_{task}.json"),
-                              "--preds", str(tmp_path / "preds" / f"{task}.pt")])
+                                  "--out", str(features / "D.pt"), str(features / "E.pt")])
+            stages.transfer.main(["--params", str(params_path), "--task", dataset,
+                                  "--features", str(features / "D.pt"), str(features / "E.pt"),
+                                  "--out", str(tmp_path / "metrics" / "transfer" / f"seed{seed}" / f"{dataset}.json"),
+                                  "--preds", str(tmp_path / "preds" / f"seed{seed}" / "transfer" / f"{dataset}.pt")])
+    return params_path
 
 
 def test_features_and_transfer_stages_end_to_end(tmp_path):
     run_features_and_transfer(tmp_path)
-    scenes = transfer.load_features(tmp_path / "features" / "scenes" / "D.pt", "scenes")
+    scenes = transfer.load_features(tmp_path / "features" / "seed0" / "scenes" / "D.pt", "scenes")
     assert scenes["scales"] == [256, 384, 512] and scenes["pixels"] == [32, 48, 64]
     assert scenes["descriptors"][384].shape == (100, 32) and scenes["labels"].shape == (100, 10)
     assert [len(scenes["splits"][s]) for s in transfer.SCENE_SPLITS] == [40, 20, 40]
-    preds = {task: transfer.load_predictions(tmp_path / "preds" / f"{task}.pt", task) for task in transfer.TASKS}
+    preds_dir = tmp_path / "preds" / "seed0" / "transfer"
+    preds = {task: transfer.load_predictions(preds_dir / f"{task}.pt", task) for task in transfer.TASKS}
     with pytest.raises(StageError, match="not the transfer stage's predictions for task 'scenes'"):
-        transfer.load_predictions(tmp_path / "preds" / "fewshot.pt", "scenes")
-    metrics = {**json.loads((tmp_path / "metrics" / "transfer_scenes.json").read_text()),
-               **json.loads((tmp_path / "metrics" / "transfer_fewshot.json").read_text())}
+        transfer.load_predictions(preds_dir / "fewshot.pt", "scenes")
+    metrics_dir = tmp_path / "metrics" / "transfer" / "seed0"
+    metrics = {**json.loads((metrics_dir / "scenes.json").read_text()),
+               **json.loads((metrics_dir / "fewshot.json").read_text())}
     for net in ("D", "E", "DE"):
         for variant in transfer.VARIANTS:
             assert 0 <= metrics[f"scenes.{net}.{variant}.map"] <= 100
@@ -520,20 +525,28 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
     assert (preds["fewshot"]["predictions"]["D.stack"] >= 0).sum() == 2 * (100 - 40)
 
     paper_rows = paper.transfer_rows()
-    t11 = tables.table11(metrics, paper_rows, [256, 384, 512], 384)
+    t11 = tables.table11({0: metrics}, paper_rows, [256, 384, 512], 384)
     assert t11.loc["table11.DE.average", tables.OURS_MAP] == metrics["scenes.DE.average.map"]
+    assert t11.loc["table11.DE.average", tables.OURS_MAP_SD] == 0.0  # one seed
     assert t11.loc["table11.DE.average", "VOC-2007 mAP (paper)"] == 89.7
     assert t11.loc["table11.D.stack", "Caltech-101 recall (paper)"] == 91.8
     assert pd.isna(t11.loc["table11.D.single", "VOC-2007 mAP (paper)"])
     # The garment tasks: the nets' own classes in a new layout, an extra row per variant, no paper value.
-    garments = json.loads((tmp_path / "metrics" / "transfer_garment_scenes.json").read_text())
-    t11 = tables.table11({**metrics, **garments}, paper_rows, [256, 384, 512], 384)
+    garments = json.loads((metrics_dir / "garment_scenes.json").read_text())
+    t11 = tables.table11({0: {**metrics, **garments}}, paper_rows, [256, 384, 512], 384)
     assert t11.loc["table11.garments.DE.average", tables.OURS_MAP] == garments["garment_scenes.DE.average.map"]
     assert t11.loc["table11.garments.DE.average", "source"] == "ours, same classes"
     assert pd.isna(t11.loc["table11.garments.DE.average", "VOC-2007 mAP (paper)"])
-    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], paper_rows, 50, 0, 0.95, 0.5)
+    claims = tables.transfer_claims({0: preds["scenes"]}, {0: preds["fewshot"]}, paper_rows, 50, 0, 0.95, 0.5)
     assert list(claims.index) == [key for key, *_ in tables.TRANSFER_CLAIMS]
     assert set(claims["verdict"]) <= set(stats.VERDICTS)
+    # One seed: each interval is the one-level paired bootstrap over the test items, as before seeds.
+    y, scores_d, metric = tables._transfer_scores(preds["scenes"], "D", "average")
+    _, scores_s, _ = tables._transfer_scores(preds["scenes"], "D", "single")
+    one_level = stats.paired_bootstrap_metric(metric, y, scores_s, scores_d, 50, 0 + 1, 0.95,
+                                              weighted=tables.WEIGHTED_METRICS[metric])
+    assert tuple(claims.loc["transfer_multi_scale_D", ["ours: X - Y", "CI low", "CI high"]]) == one_level
+    assert claims.loc["transfer_multi_scale_D", tables.SEEDS_AGREE] == "1/1"
     # App. B's VOC finding, "stacking and averaging perform similarly", is an equivalence test.
     same = claims.loc["transfer_stack_no_better_scenes_D"]
     assert same["verdict"] == stats.verdict(same["CI low"], same["CI high"], "not better", 0.5)
@@ -546,8 +559,67 @@ def test_features_and_transfer_stages_end_to_end(tmp_path):
     assert (claims["CI low"] <= claims["ours: X - Y"] + 1e-9).all()
     page = report.table11_page(t11, claims, 0.95, 50, {"scenes": "s", "fewshot": "f"})
     assert page.startswith("# Table 11") and "Chatfield" in page and "transfer_stack_beats_average_D" in page
+    assert "**One training per net**" in page
     assert set(tables.transfer_metrics(claims)) == {f"claims.{k}.{m}" for k in claims.index
                                                      for m in ("diff", "ci_low", "ci_high")}
+
+
+def test_one_features_call_describes_each_net_as_a_call_of_its_own(tmp_path):
+    # `features` builds the target set once and describes D and E with it: the same descriptors, bit for bit,
+    # as one call per net (the layout before seeds).
+    params_path = run_features_and_transfer(tmp_path)
+    for net in ("D", "E"):
+        alone = tmp_path / "alone" / f"{net}.pt"
+        stages.features.main(["--params", str(params_path), "--net-model",
+                              str(tmp_path / "models" / "seed0" / f"{net}_256-512.pt"), "--dataset", "scenes",
+                              "--mean-rgb", str(tmp_path / "mean_rgb.json"), "--out", str(alone)])
+        both = transfer.load_features(tmp_path / "features" / "seed0" / "scenes" / f"{net}.pt", "scenes")
+        one = transfer.load_features(alone, "scenes")
+        assert both["net"] == one["net"] == net
+        assert all(torch.equal(both["descriptors"][q], one["descriptors"][q]) for q in one["scales"])
+        assert torch.equal(both["labels"], one["labels"])
+
+
+def test_transfer_claims_over_seeds_are_means_with_the_pooled_interval(tmp_path):
+    run_features_and_transfer(tmp_path, seeds=(0, 1))
+    paper_rows = paper.transfer_rows()
+    load = lambda seed, task: transfer.load_predictions(  # noqa: E731
+        tmp_path / "preds" / f"seed{seed}" / "transfer" / f"{task}.pt", task)
+    scenes, fewshot = {k: load(k, "scenes") for k in (0, 1)}, {k: load(k, "fewshot") for k in (0, 1)}
+    claims = tables.transfer_claims(scenes, fewshot, paper_rows, 200, 0, 0.95, 0.5)
+    per_seed = {k: tables.transfer_claims({k: scenes[k]}, {k: fewshot[k]}, paper_rows, 200, 0, 0.95, 0.5)
+                for k in (0, 1)}
+    for key in ("transfer_multi_scale_D", "transfer_stack_beats_average_D", "transfer_stack_no_better_scenes_D"):
+        diffs = [per_seed[k].loc[key, "ours: X - Y"] for k in (0, 1)]
+        row = claims.loc[key]
+        assert row["ours: X - Y"] == pytest.approx(np.mean(diffs))
+        assert row[tables.N_SEEDS] == 2 and row[tables.SEED_SD] == pytest.approx(np.std(diffs, ddof=1))
+        assert row[tables.SEEDS_AGREE] == f"{sum(np.sign(d) == np.sign(np.mean(diffs)) for d in diffs)}/2"
+        assert row[tables.POOL].startswith(tables.SAME_NETS)  # the same net D, aggregated two ways
+        assert row["CI low"] < row["ours: X - Y"] < row["CI high"]
+    # The two claims on the same net and task share one pooled seed sd; the other task's pool is its own.
+    assert claims.loc["transfer_multi_scale_D", tables.POOLED_SD] == claims.loc[
+        "transfer_stack_no_better_scenes_D", tables.POOLED_SD]
+    assert claims.loc["transfer_multi_scale_D", tables.POOL] != claims.loc["transfer_multi_scale_D_fewshot", tables.POOL]
+    metrics = {k: {**json.loads((tmp_path / "metrics" / "transfer" / f"seed{k}" / "scenes.json").read_text()),
+                   **json.loads((tmp_path / "metrics" / "transfer" / f"seed{k}" / "fewshot.json").read_text())}
+               for k in (0, 1)}
+    garments = json.loads((tmp_path / "metrics" / "transfer" / "seed0" / "garment_scenes.json").read_text())
+    t11 = tables.table11({0: {**metrics[0], **garments}, 1: metrics[1]}, paper_rows, [256, 384, 512], 384)
+    values = [metrics[k]["scenes.D.stack.map"] for k in (0, 1)]
+    assert t11.loc["table11.D.stack", tables.OURS_MAP] == pytest.approx(np.mean(values))
+    assert t11.loc["table11.D.stack", tables.OURS_MAP_SD] == pytest.approx(np.std(values, ddof=1))
+    assert t11.loc["table11.D.stack", tables.SEED_MAP.format(1)] == values[1]
+    # The garment rows come from the first seed alone: no seed sd rather than a false 0.
+    assert t11.loc["table11.garments.D.stack", tables.OURS_MAP] == garments["garment_scenes.D.stack.map"]
+    assert pd.isna(t11.loc["table11.garments.D.stack", tables.OURS_MAP_SD])
+    page = report.table11_page(t11, claims, 0.95, 200, {"scenes": "s", "fewshot": "f"}, seeds=[0, 1])
+    assert "**2 trainings per net** (seeds 0, 1)" in page and "Student-t" in page
+    assert "scene mAP seed 1" not in page  # each seed's value: in the CSV only
+    # Every seed must have scored the same test items.
+    other = dict(fewshot[1], labels=fewshot[1]["labels"].flip(0))
+    with pytest.raises(ValueError, match="seed 1's fewshot predictions are on other test items than seed 0's"):
+        tables.transfer_claims(scenes, {0: fewshot[0], 1: other}, paper_rows, 20, 0, 0.95, 0.5)
 
 
 def test_features_stage_refuses_a_model_other_than_the_params_name(tmp_path, capsys):
@@ -593,3 +665,43 @@ def test_full_scale_sets_switched_by_params_run_through_both_stages(tmp_path):
     metrics = json.loads((tmp_path / "scenes.json").read_text())
     assert set(metrics) == {f"scenes.D.{v}.{m}" for v in transfer.VARIANTS for m in ("map", "C", "unconverged")}
     assert "fewshot.D.stack.recall" in json.loads((tmp_path / "fewshot.json").read_text())
+
+
+def synthetic_scenes(n=300, classes=4, seed=0):
+    """Multi-label targets and two score sets, b better than a (its scores nearer the targets)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, classes)) < 0.3).astype(np.int64)
+    y[np.arange(n), rng.integers(0, classes, n)] = 1
+    a = y + rng.normal(0, 1.2, y.shape)
+    b = y + rng.normal(0, 1.0, y.shape)
+    return y, a, b
+
+
+def test_seed_bootstrap_of_a_metric_with_one_seed_is_the_one_level_bootstrap():
+    y, a, b = synthetic_scenes()
+    metric, weighted = transfer.fast_mean_average_precision, transfer.weighted_mean_average_precision
+    diff, low, high, image_var = stats.seed_paired_bootstrap_metric(metric, weighted, y, [a], [b], 400, 3, 0.95)
+    assert (diff, low, high) == stats.paired_bootstrap_metric(metric, y, a, b, 400, 3, 0.95, weighted=weighted)
+    assert image_var > 0
+
+
+def test_seed_bootstrap_of_a_metric_widens_with_seed_variance_only():
+    y, a, b = synthetic_scenes(seed=1)
+    metric, weighted = transfer.fast_mean_average_precision, transfer.weighted_mean_average_precision
+    one = stats.seed_paired_bootstrap_metric(metric, weighted, y, [a], [b], 2000, 0, 0.95)
+    # Three seeds that are the same training: no seed variance, the one-level interval (Monte-Carlo error).
+    same = stats.seed_paired_bootstrap_metric(metric, weighted, y, [a] * 3, [b] * 3, 2000, 0, 0.95)
+    assert same[0] == pytest.approx(one[0])
+    assert same[2] - same[1] == pytest.approx(one[2] - one[1], rel=0.15)
+    assert same[3] == pytest.approx(one[3], rel=0.15)
+    # Seeds whose b differ a lot (one far better, one far worse): the interval is far wider, the test-set
+    # part is not.
+    rng = np.random.default_rng(5)
+    spread = [b, y + rng.normal(0, 0.6, y.shape), y + rng.normal(0, 1.6, y.shape)]
+    wide = stats.seed_paired_bootstrap_metric(metric, weighted, y, [a] * 3, spread, 2000, 0, 0.95)
+    per_seed = [metric(y, s) - metric(y, a) for s in spread]
+    assert wide[0] == pytest.approx(np.mean(per_seed))
+    assert wide[2] - wide[1] > 2 * (one[2] - one[1])
+    assert wide[3] < 3 * one[3]
+    with pytest.raises(ValueError, match="paired scores of 2 and 3 seeds"):
+        stats.seed_paired_bootstrap_metric(metric, weighted, y, [a] * 2, [b] * 3, 10, 0, 0.95)

@@ -155,7 +155,7 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
         "mean and the seed-to-seed sd, the claims an interval from the seed variance pooled over claims of a "
         "kind and the test images' variance ([how](claims.md)). "
         "Localisation (App. A) trains a net per seed of `localisation_seeds`, from D of that seed; transfer "
-        f"(App. B) uses the nets of seed {seeds[0]}.",
+        "(App. B) describes its target sets with the nets of each seed.",
     ]
     lines += [f"  - {key}: {value}" for key, value in (compute or {}).items()]
     lines += [
@@ -185,9 +185,20 @@ def readme(data, model, schedules, compute, n_images, claims, training, confiden
     return "\n".join(lines)
 
 
-def table11_page(frame, claims, confidence, samples, sources, seed=0):
+def table11_page(frame, claims, confidence, samples, sources, seeds=(0,)):
     """reports/table11.md: Table 11 (App. B), our rows beside the paper's, then the transfer claims.
-    `sources`: {'scenes': ..., 'fewshot': ...}, the target sets as the transfer stages describe them."""
+    `sources`: {'scenes': ..., 'fewshot': ...}, the target sets as the transfer stages describe them;
+    `seeds`: those whose nets described the target sets (the garment rows: the first's)."""
+    seeds = list(seeds)
+    trainings = (
+        f"**{len(seeds)} trainings per net** (seeds {', '.join(map(str, seeds))}): the target "
+        "sets are described by the nets D and E of each seed, and our numbers are means over the seeds (± the "
+        "seed-to-seed sd; each seed's value in the CSV). The claims' intervals cover training-to-training "
+        "variance as well as the test items', as the classification claims do ([claims](claims.md)). The "
+        f"garment rows use seed {seeds[0]}'s nets only."
+        if len(seeds) > 1 else
+        f"**One training per net**: the descriptors come from the nets D and E of seed {seeds[0]} "
+        "(`seeds`); the intervals cover the test items only, not training-to-training variance.")
     intro = (
         "Very deep features (App. B): the frozen nets' fc7 descriptors (dense, global-average-pooled, "
         "flip-averaged, L2-normalised), over test scales Q averaged or stacked, with linear SVMs. Ours: "
@@ -196,8 +207,7 @@ def table11_page(frame, claims, confidence, samples, sources, seed=0):
         f"few-shot mean class recall, mean ± std over random splits, on {sources['fewshot']} (the Caltech "
         "protocol). The paper's VOC numbers sit on our averaged rows and its Caltech numbers on our "
         "stacked rows, the aggregation it used for each (its VOC descriptors averaged Q = 256-768).\n\n"
-        f"**One training per net**: the descriptors come from the nets D and E of seed {seed} (the first of "
-        "`seeds`); the intervals cover the test items only, not training-to-training variance.")
+        + trainings)
     ours, same = frame["source"] == "ours", frame["source"] == "ours, same classes"
     sections = {"Ours beside the paper's nets (classes the nets never saw)": ours}
     if same.any():
@@ -205,16 +215,27 @@ def table11_page(frame, claims, confidence, samples, sources, seed=0):
                  f"much of the score above is transfer ({sources.get('garment_scenes')}; "
                  f"{sources.get('garment_fewshot')})"] = same
     sections["The paper's comparison"] = ~(ours | same)
-    page = results_page("Table 11: very deep features on other datasets", intro, frame.drop(columns="source"),
-                        sections)
+    per_seed = [c for c in frame.columns if c.startswith(("scene mAP seed ", "few-shot recall seed "))]
+    page = results_page("Table 11: very deep features on other datasets", intro,
+                        frame.drop(columns=["source", *per_seed]), sections)
+    interval = (
+        f"its {confidence:.0%} interval a Student-t interval from the seed-to-seed variance of the difference, "
+        "pooled over the transfer claims of its kind (the same net aggregated two ways, or different nets) and "
+        "task (`pooled with`, `pooled seed sd`, `pooled df` in the CSV), plus the variance of resampling the "
+        f"test items ({samples:,} bootstrap resamples); the two-level bootstrap (seeds, then items) stays in "
+        "the CSV beside it"
+        if len(seeds) > 1 else
+        f"its {confidence:.0%} percentile interval from {samples:,} paired bootstrap resamples of the test items")
+    columns = [c for c in ("claim", "X", "Y", "paper: X - Y", "ours: X - Y", "CI low", "CI high",
+                           tables.SEEDS_AGREE, tables.SEED_SD, "verdict") if c in claims.columns]
+    shown = claims[columns]
     return page + (
-        f"\n## Claims\n\nX beats Y: the difference is metric(X) - metric(Y) in points, with its "
-        f"{confidence:.0%} percentile interval from {samples:,} paired bootstrap resamples of the test items "
-        "(few-shot: images, each scored in the splits where it is a test image). Verdict: reproduced if the "
-        "interval lies above 0, contradicted if below, else inconclusive; for 'does not beat', an equivalence "
-        "test with the margin of `report.equivalence_margin` (reproduced if the whole interval lies below it, "
-        "contradicted if above it), as on [the claims page](claims.md).\n\n"
-        + markdown(claims.astype(object).where(claims.notna(), None), index=True, floatfmt=".2f", missingval=""))
+        f"\n## Claims\n\nX beats Y: the difference is metric(X) - metric(Y) in points, the mean over the seeds, "
+        f"{interval} (few-shot items: images, each scored in the splits where it is a test image). Verdict: "
+        "reproduced if the interval lies above 0, contradicted if below, else inconclusive; for 'does not beat', "
+        "an equivalence test with the margin of `report.equivalence_margin` (reproduced if the whole interval "
+        "lies below it, contradicted if above it), as on [the claims page](claims.md).\n\n"
+        + markdown(shown.astype(object).where(shown.notna(), None), index=True, floatfmt=".2f", missingval=""))
 
 
 # A localisation run's "top-1" is its share of boxes with IoU > 0.5 (vgg.localisation's Task).
@@ -320,19 +341,23 @@ def localisation_part(loc_preds, dense, test_split, settings, training=None):
     return files, tables.localisation_metrics(table8, table9, claims), line, claims
 
 
-def transfer_part(preds, flat_metrics, settings, seed=0):
-    """App. B: ({file name: text}, flat metrics, README line, claims) from the transfer stages' outputs
-    (descriptors of the nets of seed `seed`)."""
+def transfer_part(preds, flat_metrics, settings):
+    """App. B: ({file name: text}, flat metrics, README line, claims) from the transfer stages' outputs.
+    `preds`: {task: {seed: predictions record}}, `flat_metrics`: {seed: flat metrics}, from the nets of each
+    seed (the garment tasks: the first seed's only)."""
     rows = paper.transfer_rows()
-    scenes = preds["scenes"]
+    seeds = list(preds["scenes"])
+    scenes = preds["scenes"][seeds[0]]
     t11 = tables.table11(flat_metrics, rows, scenes["scales"], scenes["single_scale"])
-    claims = tables.transfer_claims(scenes, preds["fewshot"], rows, settings["bootstrap_samples"],
+    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], rows, settings["bootstrap_samples"],
                                     settings["bootstrap_seed"], settings["confidence"], settings["equivalence_margin"])
+    sources = {task: next(iter(by_seed.values()))["source"] for task, by_seed in preds.items()}
     files = {"table11.csv": tables.to_csv(t11), "claims_transfer.csv": tables.to_csv(claims),
              "table11.md": table11_page(t11, claims, settings["confidence"], settings["bootstrap_samples"],
-                                        {task: r["source"] for task, r in preds.items()}, seed)}
+                                        sources, seeds)}
+    trainings = f"{len(seeds)} trainings per net" if len(seeds) > 1 else f"seed-{seeds[0]} nets"
     line = (f"- [Table 11](table11.md) ([csv](table11.csv), [claims csv](claims_transfer.csv)): very deep "
-            f"features (App. B, seed-{seed} nets), {len(claims)} claims: {_verdict_counts(claims)}")
+            f"features (App. B, {trainings}), {len(claims)} claims: {_verdict_counts(claims)}")
     return files, tables.transfer_metrics(claims), line, claims
 
 

@@ -89,7 +89,13 @@ def per_seed_differences(correct_a, correct_b):
 def seed_agreement(correct_a, correct_b):
     """(seeds whose err(a) - err(b) has the sign of the mean over seeds, K, the seed-to-seed sd of
     that difference in points; 0 for one seed) from K x N outcomes as `seed_paired_bootstrap`'s."""
-    per_seed = torch.as_tensor(per_seed_differences(correct_a, correct_b), dtype=torch.float64)
+    return sign_agreement(per_seed_differences(correct_a, correct_b))
+
+
+def sign_agreement(per_seed_differences):
+    """(seeds whose difference has the sign of the mean over seeds, K, the seed-to-seed sd; 0 for one
+    seed) from one difference per seed."""
+    per_seed = torch.as_tensor(per_seed_differences, dtype=torch.float64)
     sign = torch.sign(per_seed.mean())
     agree = int((torch.sign(per_seed) == sign).sum()) if sign != 0 else int((per_seed == 0).sum())
     sd = float(per_seed.std()) if len(per_seed) > 1 else 0.0
@@ -166,6 +172,48 @@ def paired_bootstrap_metric(metric, y, scores_a, scores_b, samples, seed, confid
     tail = 100.0 * (1.0 - confidence) / 2
     low, high = np.nanpercentile(diffs, [tail, 100.0 - tail])
     return float(metric(y, b) - metric(y, a)), float(low), float(high)
+
+
+def seed_paired_bootstrap_metric(metric, weighted, y, scores_a, scores_b, samples, seed, confidence, chunk=250):
+    """metric(b) - metric(a) in points over K trainings (seeds) of both, for metrics that are not a mean of
+    per-item outcomes (mAP, mean class recall): (the mean over seeds of each seed's difference, the low and
+    high ends of a two-level percentile `confidence` interval, the test-set variance of that mean).
+
+    Each resample draws the seeds with replacement, then n items with replacement, and scores a and b of
+    every drawn seed on the same items (paired within a seed and an item); every seed is scored on the same
+    n test items (the same labels `y`), so one item draw serves all seeds, as `seed_paired_bootstrap`'s.
+    The variance (points^2) is that of the mean over all K seeds, equally weighted, over the item draws
+    alone: the test-set part of `seed_t_interval`, which does not shrink with K.
+
+    `scores_a`, `scores_b`: K arrays of per-item scores (row k of both from seed k); `weighted(y, scores)`
+    gives the metric as a function of item multiplicities (vgg.transfer.weighted_*), `metric(y, scores)`
+    the point estimate. One seed: `paired_bootstrap_metric` exactly, and the variance of its draws.
+    Resamples where the metric is undefined (NaN) are dropped.
+    """
+    y = np.asarray(y)
+    a, b = [np.asarray(s) for s in scores_a], [np.asarray(s) for s in scores_b]
+    if len(a) != len(b) or not a or any(len(s) != len(y) for s in a + b) or len(y) == 0:
+        raise ValueError(f"paired scores of {len(a)} and {len(b)} seeds for {len(y)} items")
+    k, n = len(a), len(y)
+    rng = np.random.default_rng(seed)
+    score_a, score_b = [weighted(y, s) for s in a], [weighted(y, s) for s in b]
+    diffs, image_only = np.empty(samples), np.empty(samples)
+    for start in range(0, samples, chunk):
+        # The item draws first, as paired_bootstrap_metric's, so that one seed draws what it draws.
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                           for _ in range(min(chunk, samples - start))])
+        per_seed = np.stack([fb(counts) - fa(counts) for fa, fb in zip(score_a, score_b)], axis=1)  # draws x K
+        image_only[start:start + len(counts)] = per_seed.mean(1)
+        if k == 1:
+            diffs[start:start + len(counts)] = per_seed[:, 0]
+            continue
+        seed_weights = rng.multinomial(k, np.full(k, 1.0 / k), size=len(counts)) / k
+        # A seed drawn 0 times adds nothing, even where its metric is undefined.
+        diffs[start:start + len(counts)] = np.where(seed_weights > 0, per_seed * seed_weights, 0.0).sum(1)
+    tail = 100.0 * (1.0 - confidence) / 2
+    low, high = np.nanpercentile(diffs, [tail, 100.0 - tail])
+    point = float(np.mean([metric(y, sb) - metric(y, sa) for sa, sb in zip(a, b)]))
+    return point, float(low), float(high), float(np.nanvar(image_only))
 
 
 def verdict(ci_low, ci_high, claim="better", margin=None):

@@ -8,6 +8,7 @@ the frames' index, and the prefix of its entries in `metrics`.
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -356,7 +357,8 @@ def claims(results, samples, seed, confidence, margin, only_available=False):
         agree, n, sd = stats.seed_agreement(y.by_seed1, x.by_seed1)
         paper_diff = text_diffs[key] if key in text_diffs else y.paper[PAPER_TOP1] - x.paper[PAPER_TOP1]
         kind = SAME_NETS if trained_nets(x) == trained_nets(y) else OTHER_NETS
-        outcomes[key] = (y.by_seed1, x.by_seed1, direction, kind)
+        outcomes[key] = (stats.per_seed_differences(y.by_seed1, x.by_seed1),
+                         stats.image_variance(y.by_seed1, x.by_seed1), direction, kind)
         records.append({"key": key, "claim": text, "X": x.label, "Y": y.label,
                         "paper: err(Y) - err(X)": round(paper_diff, 4),
                         "ours: err(Y) - err(X)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
@@ -369,20 +371,22 @@ def claims(results, samples, seed, confidence, margin, only_available=False):
 def pooled_verdicts(frame, outcomes, diff_column, confidence, margin=None):
     """`frame` (one row per claim, K seeds) given each claim's pooled t interval and its verdict.
 
-    `outcomes`: {key: (a, b, direction, pool)}, a and b the K x N outcomes whose err(a) - err(b) is
-    `diff_column`. The seed-to-seed variance is pooled over the claims of a pool (vgg.stats.
-    pooled_seed_variance): a kind (SAME_NETS, OTHER_NETS) for the classification claims, all on one
-    measure (top-1 error); a kind and a measure for the localisation claims (`localisation_pool`). A pool
-    of one claim falls back to its own seed variance with K - 1 df. One seed keeps the paired bootstrap
-    interval already in the frame."""
+    `outcomes`: {key: (per-seed differences, test-set variance, direction, pool)}: the K values of
+    `diff_column`'s difference, one per seed (vgg.stats.per_seed_differences), and the variance resampling
+    the shared test items gives their mean (vgg.stats.image_variance; the transfer metrics' from the
+    bootstrap, vgg.stats.seed_paired_bootstrap_metric). The seed-to-seed variance is pooled over the
+    claims of a pool (vgg.stats.pooled_seed_variance): a kind (SAME_NETS, OTHER_NETS) for the
+    classification claims, all on one measure (top-1 error); a kind and a measure for the appendices'
+    claims (`localisation_pool`). A pool of one claim falls back to its own seed variance with K - 1 df.
+    One seed keeps the paired bootstrap interval already in the frame."""
     for pool in dict.fromkeys(o[3] for o in outcomes.values()):  # in the claims' order
         keys = [k for k, o in outcomes.items() if o[3] == pool and frame.at[k, N_SEEDS] > 1]
         if not keys:
             continue
-        variance, df = stats.pooled_seed_variance([stats.per_seed_differences(*outcomes[k][:2]) for k in keys])
+        variance, df = stats.pooled_seed_variance([outcomes[k][0] for k in keys])
         for k in keys:
             low, high = stats.seed_t_interval(frame.at[k, diff_column], variance, df, frame.at[k, N_SEEDS],
-                                              stats.image_variance(*outcomes[k][:2]), confidence)
+                                              outcomes[k][1], confidence)
             frame.loc[k, ["CI low", "CI high", POOLED_SD, POOLED_DF]] = [low, high, variance ** 0.5, df]
     if len(frame):
         frame["verdict"] = [stats.verdict(frame.at[k, "CI low"], frame.at[k, "CI high"], outcomes[k][2], margin)
@@ -604,10 +608,18 @@ PAPER_T11_VARIANT = {"voc07_map": "average", "voc12_map": "average", "cal101_rec
                      "cal101_std": "stack", "cal256_recall": "stack", "cal256_std": "stack"}
 
 
+OURS_MAP_SD, OURS_RECALL_SD = "± mAP sd over seeds", "± recall sd over seeds"
+SEED_MAP, SEED_RECALL = "scene mAP seed {}", "few-shot recall seed {}"
+
+
 def table11(metrics, paper_rows, scales, single_scale):
     """Table 11: our rows (D, E, D&E x single Q / averaged / stacked; scene mAP and few-shot mean class
-    recall ± std over splits, from the transfer stages' flat `metrics`) beside the paper's (`paper_rows`:
-    vgg.paper.transfer_rows()), then the paper's comparison rows. Scales in paper units."""
+    recall, ± its std over the few-shot splits) beside the paper's (`paper_rows`: vgg.paper.transfer_rows()),
+    then the paper's comparison rows. Scales in paper units.
+
+    `metrics`: {seed: the transfer stages' flat metrics from the nets of that seed}. Ours are means over the
+    seeds holding a row's task (the garment rows: the first seed's only), with the seed-to-seed sd and each
+    seed's value beside them; the split std is the mean over seeds of each seed's."""
     records = []
     paper_by_net = {row.net: row for row in paper_rows.itertuples(index=False) if row.net}
     # Our rows on the target tasks (new classes), then the same tasks on the nets' own classes.
@@ -616,10 +628,22 @@ def table11(metrics, paper_rows, scales, single_scale):
                                              "ours, same classes")):
         for net, name in T11_NETS.items():
             for variant, how in T11_VARIANTS.items():
-                found = {column: metrics.get(f"{prefix}{task}.{net}.{variant}.{metric}") for column, task, metric in (
-                    (OURS_MAP, "scenes", "map"), (OURS_RECALL, "fewshot", "recall"),
-                    (OURS_RECALL_STD, "fewshot", "recall_std"))}
-                if all(v is None for v in found.values()):
+                found, per_seed = {}, {}
+                for column, sd_column, seed_column, task, metric in (
+                        (OURS_MAP, OURS_MAP_SD, SEED_MAP, "scenes", "map"),
+                        (OURS_RECALL, OURS_RECALL_SD, SEED_RECALL, "fewshot", "recall"),
+                        (OURS_RECALL_STD, None, None, "fewshot", "recall_std")):
+                    values = {seed: m[f"{prefix}{task}.{net}.{variant}.{metric}"] for seed, m in metrics.items()
+                              if f"{prefix}{task}.{net}.{variant}.{metric}" in m}
+                    if not values:
+                        continue
+                    found[column] = float(np.mean(list(values.values())))
+                    if sd_column:
+                        # One seed's row (garments) in a table of several: no sd, rather than a false 0.
+                        found[sd_column] = (_sd(list(values.values())) if len(values) > 1 or len(metrics) == 1
+                                            else float("nan"))
+                        per_seed.update({seed_column.format(seed): v for seed, v in values.items()})
+                if not found:
                     continue
                 record = {"key": f"table11.{key_part}{net}.{variant}", "method": f"VGG {name}{label}",
                           "aggregation": how,
@@ -629,7 +653,7 @@ def table11(metrics, paper_rows, scales, single_scale):
                 if paper is not None and not prefix:
                     record.update({column: getattr(paper, field) for field, column in PAPER_T11.items()
                                    if PAPER_T11_VARIANT[field] == variant})
-                records.append(record)
+                records.append({**record, **per_seed})
     for row in paper_rows.itertuples(index=False):
         if not row.net:
             records.append({"key": f"table11.paper_row{row.row}", "method": row.method, "source": "paper",
@@ -678,29 +702,64 @@ def _transfer_metric(preds, ref):
     return metric(y, scores)
 
 
+# The measure of each transfer task, naming its pool of seed variance (`localisation_pool`).
+TRANSFER_MEASURES = {"scenes": "Table 11 scene mAP", "fewshot": "Table 11 few-shot mean class recall"}
+
+
+def check_same_items(per_seed, task):
+    """Every seed's transfer predictions (`per_seed`: {seed: record}) must be on the same test items:
+    the same labels and, few-shot, the same items tested in each split (transfer.seed fixes both)."""
+    first_seed, first = next(iter(per_seed.items()))
+    for seed, record in per_seed.items():
+        same = torch.equal(record["labels"], first["labels"])
+        if same and "predictions" in first:
+            same = all(torch.equal(record["predictions"][key] >= 0, first["predictions"][key] >= 0)
+                       for key in first["predictions"])
+        if not same:
+            raise ValueError(f"seed {seed}'s {task} predictions are on other test items than seed {first_seed}'s")
+
+
 def transfer_claims(scenes, fewshot, paper_rows, samples, seed, confidence, margin):
-    """Each claim of TRANSFER_CLAIMS with our difference metric(X) - metric(Y) in points, its paired
-    bootstrap interval over test items (scenes; few-shot: images, pooled over the splits), the paper's
-    difference where Table 11 gives it, and the verdict ("not better": equivalence within `margin`)."""
+    """Each claim of TRANSFER_CLAIMS with our difference metric(X) - metric(Y) in points (the mean over
+    seeds), its interval, how many seeds agree in sign and the seed-to-seed sd, the paper's difference where
+    Table 11 gives it, and the verdict ("not better": equivalence within `margin`).
+
+    `scenes`, `fewshot`: {seed: the transfer stage's predictions from the nets D and E of that seed}, all on
+    the same test items (scenes; few-shot: images, pooled over the splits). The interval: one seed, the
+    paired bootstrap over test items (vgg.stats.paired_bootstrap_metric); several, the classification
+    claims' pooled t interval (`pooled_verdicts`), the seed variance pooled over the transfer claims of a
+    kind and a task's measure, with the two-level bootstrap (seeds, then items) beside it."""
     preds = {"scenes": scenes, "fewshot": fewshot}
+    for task, per_seed in preds.items():
+        check_same_items(per_seed, task)
+    if list(scenes) != list(fewshot):
+        raise ValueError(f"scene predictions of seeds {list(scenes)}, few-shot of {list(fewshot)}")
     paper = {row.net: row for row in paper_rows.itertuples(index=False) if row.net}
-    records = []
+    records, outcomes = [], {}
     for i, (key, text, task, x_ref, y_ref, direction) in enumerate(TRANSFER_CLAIMS):
-        if y_ref == "best":  # our better single net, by its own test score (as best_single_net does)
-            y_ref = max(((net, x_ref[1]) for net in ("D", "E")), key=lambda ref: _transfer_metric(preds[task], ref))
-        y, scores_x, metric = _transfer_scores(preds[task], *x_ref)
-        _, scores_y, _ = _transfer_scores(preds[task], *y_ref)
-        diff, low, high = stats.paired_bootstrap_metric(metric, y, scores_y, scores_x, samples, seed + i, confidence,
-                                                        weighted=WEIGHTED_METRICS[metric])
+        per_seed_preds = list(preds[task].values())
+        if y_ref == "best":  # our better single net, by its test score over all seeds (as best_single_net)
+            y_ref = max(((net, x_ref[1]) for net in ("D", "E")),
+                        key=lambda ref: np.mean([_transfer_metric(p, ref) for p in per_seed_preds]))
+        y, _, metric = _transfer_scores(per_seed_preds[0], *x_ref)
+        scores_x = [_transfer_scores(p, *x_ref)[1] for p in per_seed_preds]
+        scores_y = [_transfer_scores(p, *y_ref)[1] for p in per_seed_preds]
+        diff, low, high, image_var = stats.seed_paired_bootstrap_metric(
+            metric, WEIGHTED_METRICS[metric], y, scores_y, scores_x, samples, seed + i, confidence)
+        per_seed = [metric(y, sx) - metric(y, sy) for sx, sy in zip(scores_x, scores_y)]
+        agree, n, sd = stats.sign_agreement(per_seed)
+        pool = localisation_pool(SAME_NETS if x_ref[0] == y_ref[0] else OTHER_NETS, TRANSFER_MEASURES[task])
+        outcomes[key] = (per_seed, image_var, direction, pool)
         paper_diff = None  # Table 11 compares nets at one aggregation: VOC-2007 averaged, Caltech-101 stacked
         column = {"scenes": "voc07_map", "fewshot": "cal101_recall"}[task]
         if x_ref[1] == y_ref[1] and {x_ref[0], y_ref[0]} <= set(paper):
             paper_diff = round(getattr(paper[x_ref[0]], column) - getattr(paper[y_ref[0]], column), 4)
         records.append({"key": key, "claim": text, "X": f"{T11_NETS[x_ref[0]]} {T11_VARIANTS[x_ref[1]]}",
                         "Y": f"{T11_NETS[y_ref[0]]} {T11_VARIANTS[y_ref[1]]}", "paper: X - Y": paper_diff,
-                        "ours: X - Y": diff, "CI low": low, "CI high": high,
-                        "verdict": stats.verdict(low, high, direction, margin)})
-    return pd.DataFrame(records).set_index("key")
+                        "ours: X - Y": diff, "CI low": low, "CI high": high, N_SEEDS: n,
+                        SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, POOL: pool if n > 1 else "",
+                        POOLED_SD: float("nan"), POOLED_DF: float("nan"), BOOT_LOW: low, BOOT_HIGH: high})
+    return pooled_verdicts(pd.DataFrame(records).set_index("key"), outcomes, "ours: X - Y", confidence, margin)
 
 
 def transfer_metrics(claims):
@@ -726,17 +785,22 @@ def _paper_value(paper, table, row):
     return float(text.split("/")[0])  # "28.2 / 26.7": the validation number
 
 
+def seed_subset(all_params, key, seeds):
+    """The validated top-level list `key` of params: distinct seeds, each one of `seeds` (whose nets exist)."""
+    value = all_params.get(key)
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in value)):
+        raise io.StageError(f"{key}: {value!r} must be a non-empty list of distinct integers >= 0")
+    missing = [k for k in value if k not in seeds]
+    if missing:
+        raise io.StageError(f"{key}: {missing[0]} is not in seeds {list(seeds)} (no nets of that seed)")
+    return value
+
+
 def localisation_seeds(all_params, seeds):
     """The validated top-level `localisation_seeds`: the seeds whose D nets App. A trains localisation
     nets from (dvc.yaml's train_loc, evaluate_loc, localise_dense), a subset of `seeds`."""
-    value = all_params.get("localisation_seeds")
-    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
-            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in value)):
-        raise io.StageError(f"localisation_seeds: {value!r} must be a non-empty list of distinct integers >= 0")
-    missing = [k for k in value if k not in seeds]
-    if missing:
-        raise io.StageError(f"localisation_seeds: {missing[0]} is not in seeds {list(seeds)} (no D nets of that seed)")
-    return value
+    return seed_subset(all_params, "localisation_seeds", seeds)
 
 
 def loc_outcomes(per_seed, get):
@@ -861,7 +925,7 @@ def localisation_claims(loc_preds, dense, samples, seed, confidence, paper):
         diff, low, high = stats.seed_paired_bootstrap(x, y, samples, seed + 100 + i, confidence)
         agree, n, sd = stats.seed_agreement(x, y)
         pool = LOCALISATION_POOLS[key]
-        outcomes[key] = (x, y, "better", pool)
+        outcomes[key] = (stats.per_seed_differences(x, y), stats.image_variance(x, y), "better", pool)
         records.append({"key": key, "claim": text, "paper: err(X) - err(Y)": round(paper_diff, 4),
                         "ours: err(X) - err(Y)": diff, "CI low": low, "CI high": high, N_SEEDS: n,
                         SEEDS_AGREE: f"{agree}/{n}", SEED_SD: sd, POOL: pool if n > 1 else "",
