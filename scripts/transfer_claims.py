@@ -14,7 +14,7 @@ and this writes table11.csv and claims_transfer.csv exactly as `report` does (sa
 import argparse
 from pathlib import Path
 
-from vgg import io, params, paper, tables, transfer
+from vgg import io, params, report
 
 
 def main(argv=None):
@@ -28,23 +28,12 @@ def main(argv=None):
     all_params = params.load_params(args.params)
     settings = params.section(all_params, "report")
     seeds = args.seeds or params.seeds(all_params)
-    preds = {task: {seed: transfer.load_predictions(tables.seed_dir(args.preds, seed) / "transfer" / f"{task}.pt", task)
-                    for seed in seeds} for task in ("scenes", "fewshot")}
-    flat = {seed: {} for seed in seeds}
-    for seed in seeds:
-        for task in transfer.TASKS:
-            path = args.transfer_metrics / f"seed{seed}" / f"{task}.json"
-            # The garment tasks: the first seed's only, as the report (where that seed has them).
-            if task in ("scenes", "fewshot") or (seed == seeds[0] and path.is_file()):
-                flat[seed].update(io.read_json(path, "transfer metrics"))
-    rows = paper.transfer_rows()
-    scenes = preds["scenes"][seeds[0]]
-    t11 = tables.table11(flat, rows, scenes["scales"], scenes["single_scale"])
-    claims = tables.transfer_claims(preds["scenes"], preds["fewshot"], rows, settings["bootstrap_samples"],
-                                    settings["bootstrap_seed"], settings["confidence"], settings["equivalence_margin"])
+    # The report's own loading and tables; the garment rows where the first seed given has them.
+    preds, flat = report.load_transfer(args.preds, args.transfer_metrics, seeds, garments_required=False)
+    files, _, _, claims = report.transfer_part(preds, flat, settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_text(tables.to_csv(t11), args.out / "table11.csv")
-    io.atomic_write_text(tables.to_csv(claims), args.out / "claims_transfer.csv")
+    for name in ("table11.csv", "claims_transfer.csv"):
+        io.atomic_write_text(files[name], args.out / name)
     print(f"transfer_claims: seeds {seeds} -> {args.out}: {claims['verdict'].value_counts().to_dict()}")
 
 

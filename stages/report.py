@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from vgg import io, params, report, tables, transfer
+from vgg import io, params, report, tables
 
 
 @io.stage_main
@@ -52,16 +52,7 @@ def main(argv=None):
                                                                          loc_training)
     # App. B: the target sets described by the nets of each seed; the garment tasks (the nets' own classes,
     # an extra row) by the first seed's only.
-    t_seeds = list(seeds)
-    tasks = {task: t_seeds if task in ("scenes", "fewshot") else t_seeds[:1] for task in transfer.TASKS}
-    transfer_preds = {task: {seed: transfer.load_predictions(tables.seed_dir(args.preds, seed) / "transfer" / f"{task}.pt",
-                                                             task) for seed in task_seeds}
-                      for task, task_seeds in tasks.items()}
-    transfer_flat = {seed: {} for seed in t_seeds}
-    for task, task_seeds in tasks.items():
-        for seed in task_seeds:
-            transfer_flat[seed].update(io.read_json(args.transfer_metrics / f"seed{seed}" / f"{task}.json",
-                                                    "transfer metrics"))
+    transfer_preds, transfer_flat = report.load_transfer(args.preds, args.transfer_metrics, seeds)
     t11_files, t11_flat, t11_line, t11_claims = report.transfer_part(transfer_preds, transfer_flat, settings)
     flat.update({**loc_flat, **t11_flat})
     n_images = results[0].by_seed1.shape[1]

@@ -1,7 +1,9 @@
 """Render the paper's tables from the code and the saved results, beside the paper's numbers."""
+from pathlib import Path
+
 import pandas as pd
 
-from . import figures, paper, params, stats, tables
+from . import figures, io, paper, params, stats, tables, transfer
 from .models import build_model, pools_for_crop, receptive_field
 from .tables import table1
 
@@ -339,6 +341,27 @@ def localisation_part(loc_preds, dense, test_split, settings, training=None):
             "[claims csv](claims_localisation.csv)" + (", [samples](localisation_samples.png)" if has_figure else "")
             + f"): localisation (App. A, {trainings}), {len(claims)} claims: {_verdict_counts(claims)}")
     return files, tables.localisation_metrics(table8, table9, claims), line, claims
+
+
+def load_transfer(preds_dir, metrics_dir, seeds, garments_required=True):
+    """The transfer stages' outputs as `transfer_part` takes them: ({task: {seed: predictions record}},
+    {seed: flat metrics}) from preds_dir/seed<k>/transfer/<task>.pt and metrics_dir/seed<k>/<task>.json.
+    The digit tasks of every seed; the garment tasks (the nets' own classes, an extra row) of the first
+    seed only, as dvc.yaml runs them; `garments_required=False` takes them only where they exist."""
+    seeds = list(seeds)
+    tasks = {task: seeds if task in ("scenes", "fewshot") else seeds[:1] for task in transfer.TASKS}
+    if not garments_required:
+        tasks = {task: [k for k in task_seeds if task in ("scenes", "fewshot")
+                        or ((Path(metrics_dir) / f"seed{k}" / f"{task}.json").is_file()
+                            and (tables.seed_dir(preds_dir, k) / "transfer" / f"{task}.pt").is_file())]
+                 for task, task_seeds in tasks.items()}
+    preds = {task: {seed: transfer.load_predictions(tables.seed_dir(preds_dir, seed) / "transfer" / f"{task}.pt", task)
+                    for seed in task_seeds} for task, task_seeds in tasks.items() if task_seeds}
+    flat = {seed: {} for seed in seeds}
+    for task, task_seeds in tasks.items():
+        for seed in task_seeds:
+            flat[seed].update(io.read_json(Path(metrics_dir) / f"seed{seed}" / f"{task}.json", "transfer metrics"))
+    return preds, flat
 
 
 def transfer_part(preds, flat_metrics, settings):
